@@ -1,0 +1,143 @@
+"""The only code that knows on-disk names of a study folder, plus atomic writes.
+
+runs/<study>/
+  study.yaml  trials.jsonl  submissions.jsonl  submitit/
+  trials/<id>/config.json status.json metrics.json history.csv checkpoints/ logs/
+  analysis/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STUDY_MARKER = "trials.jsonl"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None when it does not exist (or is unreadable: never crash a status scan)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one line in a single write (O_APPEND keeps concurrent lines whole)."""
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+@dataclass(frozen=True)
+class TrialPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        """submitit's folder for this trial's local jobs (``<job>_log.out``/``.err``)."""
+        return self.root / "logs"
+
+    def log_files(self) -> list[Path]:
+        """Log files of every attempt, oldest first."""
+        if not self.logs.is_dir():
+            return []
+        return sorted(
+            (p for p in self.logs.iterdir() if p.name.endswith(("_log.out", "_log.err"))),
+            key=lambda p: p.stat().st_mtime,
+        )
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    root: Path
+
+    @property
+    def spec_copy(self) -> Path:
+        return self.root / "study.yaml"
+
+    @property
+    def trials_manifest(self) -> Path:
+        return self.root / STUDY_MARKER
+
+    @property
+    def submissions(self) -> Path:
+        return self.root / "submissions.jsonl"
+
+    @property
+    def submitit(self) -> Path:
+        return self.root / "submitit"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    def trial(self, trial_id: str) -> TrialPaths:
+        return TrialPaths(self.trials_dir / trial_id)
+
+    def exists(self) -> bool:
+        return self.trials_manifest.is_file()
+
+
+def find_latest_study(base: Path) -> Path | None:
+    """The most recently submitted study under ``base`` (searched two levels deep, e.g. runs/<study>)."""
+    candidates: list[Path] = []
+    for pattern in (STUDY_MARKER, f"*/{STUDY_MARKER}", f"*/*/{STUDY_MARKER}"):
+        candidates.extend(base.glob(pattern))
+    if not candidates:
+        return None
+
+    def stamp(marker: Path) -> float:
+        sub = marker.parent / "submissions.jsonl"
+        return (sub if sub.exists() else marker).stat().st_mtime
+
+    return max(candidates, key=stamp).parent

@@ -1,0 +1,96 @@
+"""Typed, validated study spec. Built only by ``spec.load.load_spec``; everything downstream reads these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A search dimension. ``kind``: log_uniform | uniform | int (inclusive bounds) | choice."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    method: str  # grid | random | sobol
+    trials: int | None  # per (model, dataset, strategy) cell; None for grid
+    seed: int  # sampling seed (study seed)
+    objective_metric: str  # e.g. "val/dice"
+    objective_mode: str  # "max" | "min"
+    space: dict[str, Distribution] = field(default_factory=dict)
+    per_strategy: dict[str, dict[str, Distribution]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Loop settings shared by every trial, plus fixed strategy parameters (applied where a strategy takes them)."""
+
+    max_epochs: int = 100
+    min_epochs: int = 10
+    batch_size: int = 32
+    precision: str = "32"  # "32" | "bf16-mixed" | "16-mixed" (16-mixed falls back to 32 without CUDA)
+    early_stopping_monitor: str = "val/loss"
+    early_stopping_patience: int = 12
+    early_stopping_min_delta: float = 1e-4
+    num_workers: int = 0
+    fixed_params: dict[str, Any] = field(default_factory=dict)  # e.g. num_context, context_init, lr
+
+    def loop_settings(self) -> dict[str, Any]:
+        """The part of a trial's config that is not a strategy parameter (hashed into the trial id)."""
+        return {
+            "max_epochs": self.max_epochs,
+            "min_epochs": self.min_epochs,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "early_stopping": {
+                "monitor": self.early_stopping_monitor,
+                "patience": self.early_stopping_patience,
+                "min_delta": self.early_stopping_min_delta,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # allow-listed sbatch options only
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    executor: str = "auto"  # auto | slurm | local
+    gpus_per_task: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    timeout_min: int = 240
+    array_parallelism: int = 64
+    max_parallel: int = 1  # local executor: trials running at once
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    study: str
+    path: Path  # the spec file
+    text: str  # its exact text (copied into the study folder)
+    output_dir: Path  # absolute
+    data_root: Path  # absolute
+    seeds: tuple[int, ...]
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    strategies: tuple[str, ...]
+    baselines: tuple[str, ...]
+    search: SearchSpec
+    train: TrainSpec
+    resources: ResourcesSpec
+    weights: dict[str, str] = field(default_factory=dict)  # model name -> HF id or local path

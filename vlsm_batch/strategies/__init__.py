@@ -1,0 +1,136 @@
+"""Strategy catalog: each strategy declares the towers it prompts and the hyperparameters it takes.
+
+The declared parameters drive three things: which spec parameters a trial of this strategy keeps (the others
+are dropped, so they never change its id), their defaults, and their validation ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One hyperparameter: type, default and the range the validator enforces."""
+
+    name: str
+    kind: str  # "float" | "int" | "bool" | "str"
+    default: Any
+    low: float | None = None  # inclusive bounds for numbers; None = unbounded
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    help: str = ""
+
+
+def _p(name: str, kind: str, default: Any, **kw: Any) -> ParamSpec:
+    return ParamSpec(name=name, kind=kind, default=default, **kw)
+
+
+LR = _p("lr", "float", 2e-4, low=1e-8, high=1.0, help="AdamW learning rate")
+# 0 means no decay. The original passed AdamW's default 0.01 when weight_decay <= 0 (reference §5): not here.
+WD = _p("weight_decay", "float", 0.0, low=0.0, high=1.0, help="AdamW weight decay (not on prompts, norms, biases)")
+DEPTH = _p("prompt_depth", "int", 1, low=1, help="fresh prompt tokens at layers 1..depth")
+NCTX = _p("num_context", "int", 4, low=1, high=32, help="prompt tokens per layer")
+CTX_INIT = _p(
+    "context_init", "str", "a photo of a", nullable=True, help="words that initialise row 0; null = random"
+)
+UPSAMPLER = _p("learnable_upsampler", "bool", False, help="x16 bilinear + 5x5 conv head blended with the frozen logits")
+HDIM = _p("intermediate_dim", "int", 64, low=1, high=4096, nullable=True, help="hidden width of projections")
+LORA = _p("use_lora", "bool", False, help="low-rank projection instead of an MLP")
+SHARED_DIM = _p("shared_dim", "int", 64, low=1, high=4096, help="width of the shared prompt space")
+HEADS = _p("num_heads", "int", 16, choices=(1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64), help="attention heads (divide 1280)")
+DROPOUT = _p("dropout", "float", 0.25, low=0.0, high=0.95, help="dropout in the joint transformer layer")
+FFN = _p("ffn_dim", "int", 1536, low=1, high=16384, help="FFN width of the joint transformer layer")
+NORM_FIRST = _p("norm_first", "bool", True, help="pre-LayerNorm joint transformer layer")
+
+_PROMPT = (LR, WD, DEPTH, NCTX, UPSAMPLER)
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """A prompt-tuning strategy or a baseline, as the spec and planner see it."""
+
+    name: str
+    description: str
+    towers: frozenset[str]  # encoders that receive prompt tokens; empty for baselines
+    params: tuple[ParamSpec, ...] = field(default_factory=tuple)
+    baseline: bool = False
+    trains: bool = True  # zero_shot only evaluates
+    implemented_for: frozenset[str] = frozenset()  # model families this build can train
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+
+STRATEGIES: Registry[StrategyInfo] = Registry("strategy")
+
+
+def _reg(info: StrategyInfo) -> None:
+    STRATEGIES.register(info.name, info)
+
+
+_TEXT, _VISION, _BOTH = frozenset({"text"}), frozenset({"vision"}), frozenset({"text", "vision"})
+
+_reg(
+    StrategyInfo(
+        "coop",
+        "CoOp: learnable text context after BOS",
+        _TEXT,
+        (*_PROMPT, CTX_INIT),
+        implemented_for=frozenset({"clipseg"}),
+    )
+)
+_reg(StrategyInfo("cocoop", "CoCoOp: CoOp + image-conditioned meta-net", _TEXT, (*_PROMPT, CTX_INIT, HDIM, LORA)))
+_reg(StrategyInfo("vpt", "VPT-deep: learnable visual tokens", _VISION, _PROMPT))
+_reg(
+    StrategyInfo(
+        "maple", "MaPLe: text context projected to vision per depth", _BOTH, (*_PROMPT, CTX_INIT, HDIM, LORA)
+    )
+)
+_reg(StrategyInfo("shared_separate", "Shared space projected to both towers", _BOTH, (*_PROMPT, SHARED_DIM)))
+_reg(
+    StrategyInfo(
+        "shared_attn",
+        "Joint 1280-d tokens through a transformer layer, split to both towers",
+        _BOTH,
+        (*_PROMPT, HEADS, DROPOUT, FFN, NORM_FIRST),
+    )
+)
+_reg(StrategyInfo("zero_shot", "pretrained model, dataset prompt, no training", frozenset(), (), True, False))
+_reg(
+    StrategyInfo(
+        "finetune",
+        "end-to-end finetuning of every weight",
+        frozenset(),
+        (
+            _p("lr", "float", 2e-4, low=1e-8, high=1.0),
+            _p("weight_decay", "float", 1e-3, low=0.0, high=1.0),
+        ),
+        True,
+    )
+)
+
+BASELINES = ("zero_shot", "finetune")
+
+
+def get_strategy(name: str) -> StrategyInfo:
+    return STRATEGIES.get(name)
+
+
+def list_strategies(pattern: str = "*") -> list[str]:
+    return STRATEGIES.names(pattern)
+
+
+def incompatibility(strategy: StrategyInfo, model_towers: frozenset[str], model_name: str) -> str | None:
+    """Why ``strategy`` cannot run on a model with these prompt towers, or None when it can."""
+    if "vision" in strategy.towers and "vision" not in model_towers:
+        return f"{model_name} has a convolutional image encoder: visual prompt tokens do not apply"
+    return None
