@@ -94,3 +94,4 @@ class StudySpec:
     train: TrainSpec
     resources: ResourcesSpec
     weights: dict[str, str] = field(default_factory=dict)  # model name -> HF id or local path
+    notes: tuple[str, ...] = ()  # non-fatal findings, e.g. "vpt skipped for cris: <why>"
