@@ -18,24 +18,29 @@ from typing import Any
 STUDY_MARKER = "trials.jsonl"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file.
+
+    ``durable`` also fsyncs before the rename (survives a node crash); bulk writes of thousands of
+    small files at submit time skip it, since a re-run rewrites whatever a crash lost.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: Path, data: Any, durable: bool = True) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", durable)
 
 
 def read_json(path: Path) -> Any | None:

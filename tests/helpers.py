@@ -1,0 +1,63 @@
+"""Builders shared by tests: typed specs without YAML, and fake tasks for the job layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from vlsm_batch.layout import TrialPaths, atomic_write_json
+from vlsm_batch.spec.types import Distribution, ResourcesSpec, SearchSpec, StudySpec, TrainSpec
+
+
+def make_spec(tmp_path: Path, **over: Any) -> StudySpec:
+    search = over.pop("search", None) or SearchSpec(
+        method=over.pop("method", "random"),
+        trials=over.pop("trials", 5),
+        seed=over.pop("search_seed", 0),
+        objective_metric="val/dice",
+        objective_mode="max",
+        space=over.pop(
+            "space",
+            {"lr": Distribution("log_uniform", 1e-4, 1e-2), "prompt_depth": Distribution("int", 1, 4)},
+        ),
+        per_strategy=over.pop("per_strategy", {}),
+    )
+    fields: dict[str, Any] = {
+        "study": "t",
+        "path": tmp_path / "spec.yaml",
+        "text": "study: t\n",
+        "output_dir": tmp_path / "runs" / "t",
+        "data_root": tmp_path / "data",
+        "seeds": (0,),
+        "models": ("clipseg-tiny",),
+        "datasets": ("synthetic",),
+        "strategies": ("coop",),
+        "baselines": (),
+        "search": search,
+        "train": TrainSpec(max_epochs=2, min_epochs=1, batch_size=4),
+        "resources": ResourcesSpec(executor="local", max_parallel=2, timeout_min=5),
+    }
+    fields.update(over)
+    return StudySpec(**fields)
+
+
+def sleepy_task(trial_dir: str, executor: str = "local") -> dict[str, Any]:
+    """A stand-in for training: records its run interval, writes status like the real task wrapper."""
+    from vlsm_batch.jobs.state import DONE, FAILED, RUNNING, write_status
+
+    paths = TrialPaths(Path(trial_dir))
+    write_status(paths, RUNNING, executor=executor, pid=os.getpid(), host=os.uname().nodename)
+    start = time.time()
+    config = json.loads(paths.config.read_text())
+    time.sleep(float(os.environ.get("VLSM_TEST_SLEEP", "0.6")))
+    with open(Path(os.environ["VLSM_TEST_INTERVALS"]), "a") as f:
+        f.write(json.dumps([config["trial_id"], start, time.time()]) + "\n")
+    if config["params"].get("prompt_depth") == int(os.environ.get("VLSM_TEST_FAIL_DEPTH", "-1")):
+        write_status(paths, FAILED, error={"class": "RuntimeError", "message": "planted failure"})
+        raise RuntimeError("planted failure")
+    atomic_write_json(paths.metrics, {"val/dice": 0.1 * config["params"]["prompt_depth"], "test/dice": 0.5})
+    write_status(paths, DONE)
+    return {}

@@ -1,0 +1,103 @@
+"""Spec → cells (model × dataset × strategy) → trials, deduplicated by content id, in a stable order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..datasets import get_dataset
+from ..models import get_model_info
+from ..spec.types import Distribution, StudySpec
+from ..strategies import get_strategy, incompatibility
+from .sampling import sample
+from .trial import Trial, round_value
+
+
+@dataclass
+class Cell:
+    """One (model, dataset, strategy) combination and its trials."""
+
+    model: str
+    dataset: str
+    strategy: str
+    trials: list[Trial] = field(default_factory=list)
+    skipped: str | None = None  # the model cannot run this strategy at all (plan counts it, nothing runs)
+    unsupported: str | None = None  # valid, but this build cannot train it yet (submit refuses)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model, self.dataset, self.strategy)
+
+
+@dataclass
+class Expansion:
+    cells: list[Cell]
+
+    @property
+    def trials(self) -> list[Trial]:
+        return [t for c in self.cells for t in c.trials]
+
+    @property
+    def runnable(self) -> list[Trial]:
+        return [t for c in self.cells if not c.unsupported for t in c.trials]
+
+
+def unsupported_reason(model: str, dataset: str, strategy: str) -> str | None:
+    """Why this build cannot train the cell yet, or None."""
+    m, d, s = get_model_info(model), get_dataset(dataset), get_strategy(strategy)
+    if not m.implemented:
+        return f"model {model} is not implemented in this build"
+    if not d.implemented:
+        return f"dataset {dataset} ({d.layout} layout) has no loader in this build"
+    if m.family not in s.implemented_for:
+        return f"strategy {strategy} is not implemented for {m.family} in this build"
+    return None
+
+
+def cell_space(spec: StudySpec, strategy: str) -> tuple[dict[str, Distribution], dict[str, Any]]:
+    """The search space and the fixed values a strategy gets: parameters it does not take are dropped.
+
+    Baselines ignore the shared space (the benchmark runs them once with their defaults); a
+    ``per_strategy`` entry can still give them one.
+    """
+    info = get_strategy(strategy)
+    takes = set(info.param_names)
+    fixed = {p.name: p.default for p in info.params}
+    fixed.update({k: v for k, v in spec.train.fixed_params.items() if k in takes})
+    space = {} if info.baseline else {k: v for k, v in spec.search.space.items() if k in takes}
+    space.update({k: v for k, v in spec.search.per_strategy.get(strategy, {}).items() if k in takes})
+    for k in space:
+        fixed.pop(k, None)
+    return space, fixed
+
+
+def expand(spec: StudySpec) -> Expansion:
+    """All cells and trials of a study. Deterministic; first occurrence wins on duplicate ids."""
+    seen: set[str] = set()
+    cells: list[Cell] = []
+    objective = {"metric": spec.search.objective_metric, "mode": spec.search.objective_mode}
+    for model in spec.models:
+        towers = get_model_info(model).prompt_towers
+        for dataset in spec.datasets:
+            for strategy in (*spec.strategies, *spec.baselines):
+                info = get_strategy(strategy)
+                cell = Cell(model, dataset, strategy)
+                cells.append(cell)
+                reason = incompatibility(info, towers, model)
+                if reason:
+                    cell.skipped = reason
+                    continue
+                cell.unsupported = unsupported_reason(model, dataset, strategy)
+                space, fixed = cell_space(spec, strategy)
+                train = spec.train.loop_settings() if info.trains else {}
+                seeds = spec.seeds if info.trains else spec.seeds[:1]  # zero-shot has nothing to replicate
+                n = spec.search.trials if space else 1
+                for index, sampled in enumerate(sample(spec.search.method, space, n, spec.search.seed)):
+                    params = {k: round_value(v) for k, v in {**fixed, **sampled}.items()}
+                    for seed in seeds:
+                        trial = Trial(model, dataset, strategy, seed, params, train, objective, index).with_id()
+                        if trial.trial_id in seen:
+                            continue
+                        seen.add(trial.trial_id)
+                        cell.trials.append(trial)
+    return Expansion(cells)
