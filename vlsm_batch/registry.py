@@ -42,9 +42,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; {did_you_mean(name, list(self._items))}"
-            ) from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; {did_you_mean(name, list(self._items))}") from None
 
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))

@@ -24,7 +24,7 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = 
     """Left-aligned text columns, right-aligned numbers."""
     cells = [[fmt(v) for v in row] for row in rows]
     numeric = [
-        all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) or r[i] is None for r in rows)
+        all((isinstance(r[i], (int, float)) and not isinstance(r[i], bool)) or r[i] is None for r in rows)
         and bool(rows)
         for i in range(len(headers))
     ]

@@ -41,29 +41,53 @@ for _name, _mod, _counts, _desc in _MEDVLSM:
 DATASETS.register(
     "camus",
     DatasetInfo(
-        "camus", "camus", "camus", "medical", "ultrasound", None,
-        description="CAMUS echocardiography, 3 structures", implemented=False,
+        "camus",
+        "camus",
+        "camus",
+        "medical",
+        "ultrasound",
+        None,
+        description="CAMUS echocardiography, 3 structures",
+        implemented=False,
     ),
 )
 DATASETS.register(
     "voc2012",
     DatasetInfo(
-        "voc2012", "voc2012", "image_dir", "natural", "photo", None,
-        description="PASCAL VOC 2012, one binary mask per image x class", implemented=False,
+        "voc2012",
+        "voc2012",
+        "image_dir",
+        "natural",
+        "photo",
+        None,
+        description="PASCAL VOC 2012, one binary mask per image x class",
+        implemented=False,
     ),
 )
 DATASETS.register(
     "cityscapes",
     DatasetInfo(
-        "cityscapes", "cityscapes", "image_dir", "natural", "street scene", None,
-        description="Cityscapes, 19 evaluation classes by labelId", implemented=False,
+        "cityscapes",
+        "cityscapes",
+        "image_dir",
+        "natural",
+        "street scene",
+        None,
+        description="Cityscapes, 19 evaluation classes by labelId",
+        implemented=False,
     ),
 )
 DATASETS.register(
     "synthetic",
     DatasetInfo(
-        "synthetic", "synthetic", "medvlsm", "medical", "synthetic", (48, 16, 16),
-        description="generated shapes in the real medvlsm layout (tests, quickstart)", generated=True,
+        "synthetic",
+        "synthetic",
+        "medvlsm",
+        "medical",
+        "synthetic",
+        (48, 16, 16),
+        description="generated shapes in the real medvlsm layout (tests, quickstart)",
+        generated=True,
     ),
 )
 

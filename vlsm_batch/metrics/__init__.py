@@ -10,8 +10,22 @@ OBJECTIVES: dict[str, str] = {VAL_DICE: "max", VAL_IOU: "max", VAL_LOSS: "min"}
 
 # Keys of metrics.json (flat, so that analysis reads it into one row).
 METRIC_KEYS = (
-    VAL_DICE, "val/dice_std", VAL_IOU, "val/iou_std", VAL_LOSS,
-    TEST_DICE, "test/dice_std", TEST_IOU, "test/iou_std",
-    "epochs", "best_epoch", "wall_time_s", "trainable_params", "total_params",
-    "train_images_per_s", "peak_memory_mb", "n_val", "n_test",
+    VAL_DICE,
+    "val/dice_std",
+    VAL_IOU,
+    "val/iou_std",
+    VAL_LOSS,
+    TEST_DICE,
+    "test/dice_std",
+    TEST_IOU,
+    "test/iou_std",
+    "epochs",
+    "best_epoch",
+    "wall_time_s",
+    "trainable_params",
+    "total_params",
+    "train_images_per_s",
+    "peak_memory_mb",
+    "n_val",
+    "n_test",
 )

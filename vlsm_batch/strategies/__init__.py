@@ -35,14 +35,14 @@ LR = _p("lr", "float", 2e-4, low=1e-8, high=1.0, help="AdamW learning rate")
 WD = _p("weight_decay", "float", 0.0, low=0.0, high=1.0, help="AdamW weight decay (not on prompts, norms, biases)")
 DEPTH = _p("prompt_depth", "int", 1, low=1, help="fresh prompt tokens at layers 1..depth")
 NCTX = _p("num_context", "int", 4, low=1, high=32, help="prompt tokens per layer")
-CTX_INIT = _p(
-    "context_init", "str", "a photo of a", nullable=True, help="words that initialise row 0; null = random"
-)
+CTX_INIT = _p("context_init", "str", "a photo of a", nullable=True, help="words that initialise row 0; null = random")
 UPSAMPLER = _p("learnable_upsampler", "bool", False, help="x16 bilinear + 5x5 conv head blended with the frozen logits")
 HDIM = _p("intermediate_dim", "int", 64, low=1, high=4096, nullable=True, help="hidden width of projections")
 LORA = _p("use_lora", "bool", False, help="low-rank projection instead of an MLP")
 SHARED_DIM = _p("shared_dim", "int", 64, low=1, high=4096, help="width of the shared prompt space")
-HEADS = _p("num_heads", "int", 16, choices=(1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64), help="attention heads (divide 1280)")
+HEADS = _p(
+    "num_heads", "int", 16, choices=(1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64), help="attention heads (divide 1280)"
+)
 DROPOUT = _p("dropout", "float", 0.25, low=0.0, high=0.95, help="dropout in the joint transformer layer")
 FFN = _p("ffn_dim", "int", 1536, low=1, high=16384, help="FFN width of the joint transformer layer")
 NORM_FIRST = _p("norm_first", "bool", True, help="pre-LayerNorm joint transformer layer")
@@ -91,9 +91,7 @@ _reg(
 _reg(StrategyInfo("cocoop", "CoCoOp: CoOp + image-conditioned meta-net", _TEXT, (*_PROMPT, CTX_INIT, HDIM, LORA)))
 _reg(StrategyInfo("vpt", "VPT-deep: learnable visual tokens", _VISION, _PROMPT))
 _reg(
-    StrategyInfo(
-        "maple", "MaPLe: text context projected to vision per depth", _BOTH, (*_PROMPT, CTX_INIT, HDIM, LORA)
-    )
+    StrategyInfo("maple", "MaPLe: text context projected to vision per depth", _BOTH, (*_PROMPT, CTX_INIT, HDIM, LORA))
 )
 _reg(StrategyInfo("shared_separate", "Shared space projected to both towers", _BOTH, (*_PROMPT, SHARED_DIM)))
 _reg(

@@ -1,0 +1,262 @@
+"""Command line: ``vlsm-batch validate|plan|submit|status|analyze|list``.
+
+Each subcommand is a few lines around one pipeline function. Heavy modules (torch, polars, matplotlib) are
+imported inside the subcommand that needs them, so ``--help`` and the light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SpecError, VlsmBatchError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _study_dir(arg: str | None) -> Path:
+    from .errors import StudyNotFoundError
+    from .layout import StudyLayout, find_latest_study
+
+    if arg:
+        root = Path(arg)
+        if not StudyLayout(root).exists():
+            raise StudyNotFoundError(
+                f"{root} is not a study folder (no trials.jsonl); pass the output_dir of a submitted spec."
+            )
+        return root
+    found = find_latest_study(Path.cwd())
+    if found is None:
+        raise StudyNotFoundError(
+            "no study found under the current folder (looked for */trials.jsonl two levels deep); "
+            "run `vlsm-batch submit SPEC` first or pass --study DIR."
+        )
+    return found
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .spec import load_spec
+    from .trials import expand
+
+    bad = 0
+    for path in args.spec:
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            bad += 1
+            _err("\n".join(exc.errors))
+            _err(f"{path}: {len(exc.errors)} error(s)")
+            continue
+        n = len(expand(spec).trials)
+        _out(f"{path}: ok ({spec.study}: {n:,} trials)")
+        for note in spec.notes:
+            _out(f"  note: {note}")
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .jobs.plan import format_plan, make_plan
+    from .spec import load_spec
+    from .trials import expand
+
+    spec = load_spec(args.spec)
+    expansion = expand(spec)
+    plan = make_plan(spec, expansion)
+    _out(json.dumps(plan.as_dict(), indent=2) if args.json else format_plan(spec, plan, expansion))
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .jobs.submit import submit
+    from .spec import load_spec
+    from .trials import expand
+
+    spec = load_spec(args.spec)
+    expansion = expand(spec)
+    _err(f"validated {args.spec}: {len(expansion.runnable):,} trials")
+    result = submit(
+        spec, expansion, retry_failed=args.retry_failed, progress=not args.no_progress, executor=args.executor
+    )
+    skipped = []
+    if result.skipped_done:
+        skipped.append(f"{result.skipped_done} already done")
+    if result.skipped_active:
+        skipped.append(f"{result.skipped_active} queued or running")
+    if result.skipped_failed:
+        skipped.append(f"{result.skipped_failed} failed (add --retry-failed to relaunch)")
+    skip_text = f" ({'; '.join(skipped)})" if skipped else ""
+    if not result.launched:
+        _out(f"nothing to launch{skip_text}; study: {result.layout.root}")
+        return EXIT_OK
+    if result.executor == "slurm":
+        _out(
+            f"submitted {len(result.launched)} trials to Slurm as {result.job_ids[0].split('_')[0]}"
+            f"{skip_text}; study: {result.layout.root}"
+        )
+        return EXIT_OK
+    local = result.local
+    assert local is not None
+    _out(
+        f"{len(local.done)} done, {len(local.failed)} failed, {len(local.cancelled)} cancelled"
+        f"{skip_text}; study: {result.layout.root}"
+    )
+    if local.interrupted:
+        _err("interrupted: run the same submit command again to resume.")
+        return EXIT_INTERRUPTED
+    if local.failed:
+        _err("some trials failed: `vlsm-batch status` shows why.")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .jobs.status import format_status, load_status
+    from .layout import StudyLayout
+
+    st = load_status(StudyLayout(_study_dir(args.study)))
+    _out(json.dumps(st.as_dict(), indent=2, default=str) if args.json else format_status(st))
+    return EXIT_OK
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis.run import analyze
+    from .layout import StudyLayout
+
+    by = [b for arg in args.by for b in arg.split(",") if b]
+    result = analyze(StudyLayout(_study_dir(args.study)), by)
+    if args.format == "json":
+        _out(json.dumps(result.table.to_dicts(), indent=2, default=str))
+    else:
+        import polars as pl
+
+        with pl.Config(
+            tbl_rows=200,
+            tbl_cols=30,
+            tbl_width_chars=200,
+            float_precision=4,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+        ):
+            _out(f"{result.n_done} of {result.n_trials} trials done; objective {result.objective}")
+            _out(str(result.table))
+    for f in result.files:
+        _err(f"wrote {f}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .datasets import DATASETS
+    from .models import MODELS
+    from .strategies import STRATEGIES
+    from .textable import render
+
+    if args.what in ("models", "all"):
+        rows = [
+            [m.name, m.image_size, m.max_prompt_depth, "yes" if m.implemented else "not yet", m.description]
+            for m in (MODELS.get(n) for n in MODELS)
+        ]
+        _out(render(["model", "px", "max depth", "trainable", "description"], rows))
+    if args.what in ("strategies", "all"):
+        rows = [
+            [s.name, ",".join(sorted(s.towers)) or "-", ", ".join(s.param_names) or "-", s.description]
+            for s in (STRATEGIES.get(n) for n in STRATEGIES)
+        ]
+        _out(render(["strategy", "prompts", "parameters", "description"], rows))
+    if args.what in ("datasets", "all"):
+        rows = [
+            [d.name, d.domain, d.modality, d.layout, "yes" if d.implemented else "not yet"]
+            for d in (DATASETS.get(n) for n in DATASETS)
+        ]
+        _out(render(["dataset", "domain", "modality", "layout", "loader"], rows))
+    return EXIT_OK
+
+
+def cmd_run_trial(args: argparse.Namespace) -> int:
+    from .jobs.task import run_trial_task
+
+    run_trial_task(args.trial_dir, executor="inline")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vlsm-batch",
+        description="Declarative prompt-tuning studies for vision-language segmentation models.",
+        epilog="Typical use: vlsm-batch submit specs/quickstart.yaml; vlsm-batch status; "
+        "vlsm-batch analyze --by prompt_depth",
+    )
+    p.add_argument("--version", action="version", version=f"vlsm-batch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("validate", help="check study files against the schema and the registries")
+    s.add_argument("spec", nargs="+", help="study YAML file(s)")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("plan", help="show what a study expands to and what is already done (writes nothing)")
+    s.add_argument("spec", help="study YAML file")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("submit", help="validate, write the study folder and launch what is not done yet")
+    s.add_argument("spec", help="study YAML file")
+    s.add_argument("--retry-failed", action="store_true", help="also relaunch failed trials")
+    s.add_argument(
+        "--executor", choices=["auto", "slurm", "local"], default=None, help="override resources.executor of the spec"
+    )
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (local runs)")
+    s.set_defaults(func=cmd_submit)
+
+    s = sub.add_parser("status", help="state of every trial, best objective, failures with log tails")
+    s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("analyze", help="tables and plots from the per-trial metrics")
+    s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
+    s.add_argument(
+        "--by",
+        action="append",
+        default=None,
+        help="parameter or axis to group by (repeat or comma-separate; default: strategy)",
+    )
+    s.add_argument("--format", choices=["table", "json"], default="table", help="what is printed")
+    s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("list", help="registered models, strategies and datasets")
+    s.add_argument("what", nargs="?", default="all", choices=["all", "models", "strategies", "datasets"])
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run-trial", help="train one trial folder in this process (debugging)")
+    s.add_argument("trial_dir", help="runs/<study>/trials/<id>")
+    s.set_defaults(func=cmd_run_trial)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "by", "unset") is None:
+        args.by = ["strategy"]
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        _err("\n".join(exc.errors))
+        _err(f"{len(exc.errors)} error(s); nothing was done.")
+        return EXIT_FAILED
+    except VlsmBatchError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted.")
+        return EXIT_INTERRUPTED

@@ -1,0 +1,101 @@
+"""``plan``: what a spec expands to, against what the study folder already holds. Writes nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..layout import StudyLayout
+from ..spec.types import StudySpec
+from ..textable import render
+from ..trials import Expansion
+from .state import DONE, FAILED, NEW, read_status
+
+
+@dataclass
+class PlanRow:
+    model: str
+    dataset: str
+    strategy: str
+    trials: int
+    new: int
+    done: int
+    failed: int
+    other: int
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    rows: list[PlanRow] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unsupported: int = 0
+
+    @property
+    def totals(self) -> dict[str, int]:
+        keys = ("trials", "new", "done", "failed", "other")
+        return {k: sum(getattr(r, k) for r in self.rows) for k in keys}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cells": [r.__dict__ for r in self.rows], "totals": self.totals, "skipped": self.skipped}
+
+
+def make_plan(spec: StudySpec, expansion: Expansion) -> Plan:
+    layout = StudyLayout(spec.output_dir)
+    plan = Plan()
+    for cell in expansion.cells:
+        if cell.skipped:
+            plan.skipped.append(f"{cell.strategy} on {cell.model} / {cell.dataset}: {cell.skipped}")
+            plan.rows.append(PlanRow(cell.model, cell.dataset, cell.strategy, 0, 0, 0, 0, 0, "skipped"))
+            continue
+        counts: Counter[str] = Counter()
+        if layout.exists():
+            for t in cell.trials:
+                counts[read_status(layout.trial(t.trial_id)).get("state", NEW)] += 1
+        else:
+            counts[NEW] = len(cell.trials)
+        other = len(cell.trials) - counts[NEW] - counts[DONE] - counts[FAILED]
+        note = "not trainable in this build" if cell.unsupported else ""
+        plan.unsupported += len(cell.trials) if cell.unsupported else 0
+        plan.rows.append(
+            PlanRow(
+                cell.model,
+                cell.dataset,
+                cell.strategy,
+                len(cell.trials),
+                counts[NEW],
+                counts[DONE],
+                counts[FAILED],
+                other,
+                note,
+            )
+        )
+    return plan
+
+
+def format_plan(spec: StudySpec, plan: Plan, expansion: Expansion) -> str:
+    t = plan.totals
+    s = spec.search
+    head = (
+        f"study {spec.study} -> {spec.output_dir}\n"
+        f"  {len(spec.models)} models x {len(spec.datasets)} datasets x "
+        f"{len(spec.strategies) + len(spec.baselines)} strategies, {s.method}"
+        + (f" {s.trials} per cell" if s.trials else "")
+        + f", seeds {list(spec.seeds)}; objective {s.objective_metric} ({s.objective_mode})\n"
+    )
+    rows = [[r.model, r.dataset, r.strategy, r.trials, r.new, r.done, r.failed, r.other, r.note] for r in plan.rows]
+    rows.append(["total", "", "", t["trials"], t["new"], t["done"], t["failed"], t["other"], ""])
+    body = render(["model", "dataset", "strategy", "trials", "new", "done", "failed", "other", "note"], rows)
+    notes = []
+    if plan.skipped:
+        notes.append(f"{len(plan.skipped)} cells skipped (the model cannot run the strategy):")
+        notes.extend(f"  {line}" for line in plan.skipped[:10])
+        if len(plan.skipped) > 10:
+            notes.append(f"  ... and {len(plan.skipped) - 10} more")
+    if plan.unsupported:
+        reasons = sorted({c.unsupported for c in expansion.cells if c.unsupported and not c.skipped})
+        notes.append(f"{plan.unsupported} trials are not trainable in this build; submit will refuse them:")
+        notes.extend(f"  {r}" for r in reasons[:12])
+    notes.extend(f"note: {n}" for n in spec.notes)
+    return head + body + ("\n" + "\n".join(notes) if notes else "")

@@ -1,0 +1,134 @@
+"""``submit``: preflight, write the study folder, launch what is not done yet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..datasets import get_dataset
+from ..errors import SubmissionError
+from ..layout import StudyLayout
+from ..spec.types import StudySpec
+from ..trials import Expansion, Trial
+from .executor import choose_executor, visible_gpu_ids
+from .local import LocalOutcome, run_local
+from .state import CANCELLED, FAILED, NEW, PENDING, read_status
+from .study import log_submission, mark_pending, write_study
+
+
+@dataclass
+class SubmitResult:
+    layout: StudyLayout
+    executor: str
+    launched: list[str] = field(default_factory=list)
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    skipped_active: int = 0
+    job_ids: list[str] = field(default_factory=list)
+    local: LocalOutcome | None = None
+
+
+def refuse_unsupported(expansion: Expansion) -> None:
+    """Refuse the whole submission, before anything is written, if any cell cannot be trained by this build."""
+    bad = [c for c in expansion.cells if c.unsupported and not c.skipped]
+    if not bad:
+        return
+    lines = [f"  {c.model} / {c.dataset} / {c.strategy}: {c.unsupported}" for c in bad[:12]]
+    more = f"\n  ... and {len(bad) - 12} more" if len(bad) > 12 else ""
+    raise SubmissionError(
+        f"this build cannot train {len(bad)} of the study's cells, so nothing was submitted:\n"
+        + "\n".join(lines)
+        + more
+        + "\nRemove them from the spec (or run `vlsm-batch plan SPEC` to see every cell)."
+    )
+
+
+def preflight_data(spec: StudySpec) -> None:
+    """Every dataset exists where the spec says (the synthetic one is generated here if missing)."""
+    problems = []
+    for name in spec.datasets:
+        info = get_dataset(name)
+        root = spec.data_root / info.folder
+        if info.generated:
+            from ..datasets.synthetic import ensure_synthetic
+
+            ensure_synthetic(spec.data_root)
+            continue
+        if info.layout == "medvlsm":
+            missing = [
+                p
+                for p in ("images", "masks", "anns/train.json", "anns/val.json", "anns/test.json")
+                if not (root / p).exists()
+            ]
+            if missing:
+                problems.append(f"  {name}: {root} lacks {', '.join(missing)}")
+    if problems:
+        raise SubmissionError(
+            "datasets not found, nothing was submitted:\n"
+            + "\n".join(problems)
+            + "\nExpected the medvlsm layout <data_root>/<name>/{images/, masks/, anns/{train,val,test}.json};"
+            " set data_root in the spec or the VLSM_DATA environment variable."
+        )
+
+
+def select_to_launch(layout: StudyLayout, trials: list[Trial], retry_failed: bool, result: SubmitResult) -> list[Trial]:
+    """New, never-started and cancelled trials; failed ones only with --retry-failed."""
+    chosen = []
+    for t in trials:
+        status = read_status(layout.trial(t.trial_id))
+        state = status.get("state")
+        queued_on_slurm = state == PENDING and status.get("executor") == "slurm" and status.get("job_id")
+        if state in (NEW, CANCELLED) or (state == PENDING and not queued_on_slurm):
+            chosen.append(t)
+        elif state == FAILED:
+            if retry_failed:
+                chosen.append(t)
+            else:
+                result.skipped_failed += 1
+        elif state == "done":
+            result.skipped_done += 1
+        else:
+            result.skipped_active += 1
+    return chosen
+
+
+def submit(
+    spec: StudySpec,
+    expansion: Expansion,
+    retry_failed: bool = False,
+    progress: bool = True,
+    executor: str | None = None,
+    task: Callable[..., Any] | None = None,
+) -> SubmitResult:
+    """Validate-expand-write-launch. Local execution blocks until the trials end; Slurm returns at once."""
+    refuse_unsupported(expansion)
+    chosen_executor = choose_executor(executor or spec.resources.executor)
+    preflight_data(spec)
+    trials = expansion.runnable
+    layout = write_study(spec, trials)
+    result = SubmitResult(layout, chosen_executor)
+    to_launch = select_to_launch(layout, trials, retry_failed, result)
+    if not to_launch:
+        return result
+    ids = [t.trial_id for t in to_launch]
+    dirs = [layout.trial(tid).root for tid in ids]
+    mark_pending(layout, ids, chosen_executor)
+    result.launched = ids
+    if chosen_executor == "slurm":
+        from .slurm import submit_slurm
+
+        result.job_ids = submit_slurm(spec, layout, dirs)
+        log_submission(layout, spec, chosen_executor, ids, result.job_ids)
+        return result
+    log_submission(layout, spec, chosen_executor, ids, [])
+    result.local = run_local(
+        [Path(d) for d in dirs],
+        max_parallel=spec.resources.max_parallel,
+        timeout_min=spec.resources.timeout_min,
+        gpus=visible_gpu_ids()[: spec.resources.max_parallel * max(spec.resources.gpus_per_task, 0)],
+        progress=progress,
+        **({"task": task} if task is not None else {}),
+    )
+    return result
