@@ -1,0 +1,93 @@
+"""Checked spec data -> the typed ``StudySpec``. Runs only on data with no errors, so it does no validation.
+
+Defaults come from the dataclasses in ``types.py`` (a test keeps them equal to the schema's ``default``s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..metrics import OBJECTIVES
+from .distributions import fixed_value, to_distribution
+from .paramcheck import all_param_names, param_kind
+from .types import ResourcesSpec, SearchSpec, SlurmSpec, StudySpec, TrainSpec
+
+_LOOP_KEYS = ("max_epochs", "min_epochs", "batch_size", "precision", "num_workers")
+_STOPPING_KEYS = {
+    "monitor": "early_stopping_monitor",
+    "patience": "early_stopping_patience",
+    "min_delta": "early_stopping_min_delta",
+}
+_RESOURCE_KEYS = ("executor", "gpus_per_task", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism")
+_SLURM_KEYS = ("partition", "account", "qos", "constraint")
+
+
+def _space(space: dict[str, Any]) -> dict[str, Any]:
+    return {name: to_distribution(dist, param_kind(name)) for name, dist in space.items()}
+
+
+def build_search(search: dict[str, Any]) -> SearchSpec:
+    objective = search.get("objective", {})
+    metric = objective.get("metric", "val/dice")
+    return SearchSpec(
+        method=search.get("method", "grid"),
+        trials=search.get("trials"),
+        seed=search.get("seed", 0),
+        objective_metric=metric,
+        objective_mode=objective.get("mode", OBJECTIVES[metric]),
+        space=_space(search.get("space", {})),
+        per_strategy={s: _space(space) for s, space in search.get("per_strategy", {}).items()},
+    )
+
+
+def build_train(train: dict[str, Any]) -> TrainSpec:
+    """``min_epochs`` defaults to min(10, max_epochs), so ``max_epochs: 5`` alone is valid."""
+    kw: dict[str, Any] = {k: train[k] for k in _LOOP_KEYS if k in train}
+    if "min_epochs" not in kw and "max_epochs" in kw:
+        kw["min_epochs"] = min(TrainSpec.min_epochs, kw["max_epochs"])
+    stopping = train.get("early_stopping", {})
+    kw.update({field: stopping[k] for k, field in _STOPPING_KEYS.items() if k in stopping})
+    if "early_stopping_min_delta" in kw:
+        kw["early_stopping_min_delta"] = float(kw["early_stopping_min_delta"])
+    params = set(all_param_names())
+    kw["fixed_params"] = {n: fixed_value(v, param_kind(n)) for n, v in train.items() if n in params}
+    return TrainSpec(**kw)
+
+
+def build_resources(resources: dict[str, Any]) -> ResourcesSpec:
+    slurm = resources.get("slurm", {})
+    kw: dict[str, Any] = {k: resources[k] for k in _RESOURCE_KEYS if k in resources}
+    if "max_parallel" in resources.get("local", {}):
+        kw["max_parallel"] = resources["local"]["max_parallel"]
+    kw["slurm"] = SlurmSpec(**{k: slurm[k] for k in _SLURM_KEYS if k in slurm}, extra=dict(slurm.get("extra", {})))
+    return ResourcesSpec(**kw)
+
+
+def build_spec(
+    data: dict[str, Any],
+    *,
+    path: Path,
+    text: str,
+    output_dir: Path,
+    data_root: Path,
+    weights: dict[str, str],
+    notes: list[str],
+) -> StudySpec:
+    return StudySpec(
+        study=data["study"],
+        path=path,
+        text=text,
+        output_dir=output_dir,
+        data_root=data_root,
+        seeds=tuple(data.get("seeds", [0])),
+        models=tuple(data["models"]),
+        datasets=tuple(data["datasets"]),
+        strategies=tuple(data.get("strategies", [])),
+        baselines=tuple(data.get("baselines", [])),
+        search=build_search(data.get("search", {})),
+        train=build_train(data.get("train", {})),
+        resources=build_resources(data.get("resources", {})),
+        weights=weights,
+        notes=tuple(notes),
+    )
