@@ -260,3 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted.")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `vlsm-batch plan SPEC | head`
+        sys.stderr.close()
+        return EXIT_OK

@@ -84,18 +84,26 @@ def format_plan(spec: StudySpec, plan: Plan, expansion: Expansion) -> str:
         + (f" {s.trials} per cell" if s.trials else "")
         + f", seeds {list(spec.seeds)}; objective {s.objective_metric} ({s.objective_mode})\n"
     )
-    rows = [[r.model, r.dataset, r.strategy, r.trials, r.new, r.done, r.failed, r.other, r.note] for r in plan.rows]
+    rows = [
+        [r.model, r.dataset, r.strategy, r.trials, r.new, r.done, r.failed, r.other, r.note]
+        for r in plan.rows
+        if r.note != "skipped"
+    ]
     rows.append(["total", "", "", t["trials"], t["new"], t["done"], t["failed"], t["other"], ""])
     body = render(["model", "dataset", "strategy", "trials", "new", "done", "failed", "other", "note"], rows)
     notes = []
-    if plan.skipped:
-        notes.append(f"{len(plan.skipped)} cells skipped (the model cannot run the strategy):")
-        notes.extend(f"  {line}" for line in plan.skipped[:10])
-        if len(plan.skipped) > 10:
-            notes.append(f"  ... and {len(plan.skipped) - 10} more")
+    skipped = [c for c in expansion.cells if c.skipped]
+    if skipped:
+        notes.append(f"{len(skipped)} cells skipped (the model cannot run the strategy; nothing runs for them):")
+        by_pair: dict[tuple[str, str, str], int] = {}
+        for c in skipped:
+            key = (c.model, c.strategy, c.skipped or "")
+            by_pair[key] = by_pair.get(key, 0) + 1
+        notes.extend(f"  {s} on {m} ({n} datasets): {why}" for (m, s, why), n in by_pair.items())
     if plan.unsupported:
         reasons = sorted({c.unsupported for c in expansion.cells if c.unsupported and not c.skipped})
         notes.append(f"{plan.unsupported} trials are not trainable in this build; submit will refuse them:")
-        notes.extend(f"  {r}" for r in reasons[:12])
-    notes.extend(f"note: {n}" for n in spec.notes)
+        notes.extend(f"  {r}" for r in reasons)
+    skip_notes = {f"{c.strategy} skipped for {c.model}: {c.skipped}" for c in skipped}
+    notes.extend(f"note: {n}" for n in spec.notes if n not in skip_notes)
     return head + body + ("\n" + "\n".join(notes) if notes else "")
