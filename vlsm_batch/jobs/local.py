@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..layout import TrialPaths
+from ..layout import TrialPaths, read_json
 from .state import CANCELLED, DONE, FAILED, RUNNING, now_iso, read_status, write_status
 from .task import run_trial_task
 
@@ -111,7 +111,8 @@ def run_local(
         for job, paths, _gpu in running.values():
             while not job.done() and time.time() < deadline:
                 time.sleep(0.1)
-            if read_status(paths).get("state") in (RUNNING, "pending", "new"):
+            raw = read_json(paths.status) or {}  # not read_status: a dead pid here means we stopped it
+            if raw.get("state") in (RUNNING, "pending", None):
                 write_status(paths, CANCELLED, ended_at=now_iso(), error={"class": "KeyboardInterrupt"})
             outcome.cancelled.append(paths.root.name)
     finally:
