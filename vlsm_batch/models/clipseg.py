@@ -1,0 +1,258 @@
+"""CLIPSeg (transformers) with prompt learners: builders named in the model catalog.
+
+transformers' ``CLIPSegForImageSegmentation.forward`` runs the text encoder under ``no_grad`` and offers no hook for
+inserting tokens, so the three stages are re-run here from the model's own modules:
+
+* vision: frozen, under ``no_grad``, only up to the deepest extract layer (layers above it feed nothing: 10 of 12
+  layers at full size), position embeddings interpolated by transformers' ``interpolate_pos_encoding``
+  (bicubic, CLS kept);
+* text: prompt tokens after BOS, positions added after insertion, deep prompts written into fresh tensors (no
+  in-place overwrite, so no layer output is changed after the fact), pooled at ``argmax(ids) + n``;
+* decoder: frozen weights but run with gradient so it reaches the conditional embedding; the feature map before
+  the transposed convolution is kept for the optional learnable upsampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+from ..strategies.impl import LearnerContext, PromptLearner, build_prompt_learner, resolve_params
+from . import get_model_info
+from .prompted import LearnableUpsampler, ModelLoadError, PromptedSegmenter, cap_tokens, freeze
+from .tokenizer import VOCAB_SIZE, load_tokenizer, offline_clip_tokenizer
+
+DEFAULT_WEIGHTS = "CIDAS/clipseg-rd64"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_ATTENTION = "sdpa"  # the text mask built below is a boolean 4-D mask (sdpa) or an additive one (eager)
+
+
+def clipseg_config() -> CLIPSegConfig:
+    """CIDAS/clipseg-rd64's architecture: CLIP ViT-B/16 + 12-layer text tower, reduce_dim 64 (~150.8 M params)."""
+    return CLIPSegConfig(
+        text_config={"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+                     "num_attention_heads": 8, "max_position_embeddings": 77, "vocab_size": VOCAB_SIZE},
+        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                       "num_attention_heads": 12, "patch_size": 16, "image_size": 224},
+        projection_dim=512, reduce_dim=64, extract_layers=[3, 6, 9],
+        decoder_num_attention_heads=4, decoder_intermediate_size=2048, conditional_layer=0,
+    )  # fmt: skip
+
+
+def clipseg_tiny_config() -> CLIPSegConfig:
+    """Same structure at width 32 (4+4 layers, patch 8, 64 px); full vocabulary so real token ids work."""
+    return CLIPSegConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+                     "num_attention_heads": 2, "max_position_embeddings": 77, "vocab_size": VOCAB_SIZE},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+                       "num_attention_heads": 2, "patch_size": 8, "image_size": 64},
+        projection_dim=32, reduce_dim=16, extract_layers=[0, 1, 2],
+        decoder_num_attention_heads=2, decoder_intermediate_size=32, conditional_layer=0,
+    )  # fmt: skip
+
+
+def _run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Call a transformers encoder/decoder layer; older releases return a tuple."""
+    out = layer(hidden, mask)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _text_mask(attention_mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """Causal & key-padding mask (B, 1, L, L) for the text tower: boolean for sdpa, additive for eager."""
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+    if implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+    return allowed
+
+
+class CLIPSegPromptedSegmenter(PromptedSegmenter):
+    """CLIPSeg, frozen, with the prompts of one strategy and the optional learnable upsampler."""
+
+    def __init__(
+        self,
+        model: CLIPSegForImageSegmentation,
+        tokenizer: Any,
+        *,
+        image_size: int,
+        learner: PromptLearner | None,
+        learnable_upsampler: bool,
+        name: str,
+        strategy: str,
+    ):
+        freeze(model)
+        config = model.config
+        head = LearnableUpsampler(config.reduce_dim) if learnable_upsampler else None
+        super().__init__(
+            tokenizer=tokenizer,
+            image_size=image_size,
+            image_mean=IMAGENET_MEAN,
+            image_std=IMAGENET_STD,
+            max_text_tokens=config.text_config.max_position_embeddings,
+            learner=learner,
+            head=head,
+            name=name,
+            strategy=strategy,
+        )
+        self.clipseg = model
+        self.extract_layers = tuple(config.extract_layers)
+        self.patch_size = int(config.vision_config.patch_size)
+        implementation = config.text_config._attn_implementation or "eager"
+        if implementation not in ("sdpa", "eager"):
+            raise ModelLoadError(f"attention implementation {implementation!r} is not supported; use sdpa or eager")
+        self._attn_implementation = implementation
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.clipseg]
+
+    def encode_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of the extract layers (transformers' ``hidden_states[i + 1]``), computed without gradient."""
+        vision = self.clipseg.clip.vision_model
+        last = max(self.extract_layers)
+        outputs: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            hidden = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+            hidden = vision.pre_layrnorm(hidden)
+            for i, layer in enumerate(vision.encoder.layers[: last + 1]):
+                hidden = _run_layer(layer, hidden, None)
+                if i in self.extract_layers:
+                    outputs[i] = hidden
+        return [outputs[i] for i in self.extract_layers]
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Projected text embedding (B, projection_dim), with the learner's tokens after BOS at layers 1..depth."""
+        text = self.clipseg.clip.text_model
+        n = self.num_context
+        positions = text.embeddings.position_embedding.weight
+        input_ids, attention_mask = cap_tokens(input_ids, attention_mask, positions.shape[0] - n)
+        batch, length = input_ids.shape
+        hidden = text.embeddings.token_embedding(input_ids)
+        learner = self.learner if n else None
+        if learner is not None:
+            ctx = learner.text_context(0, batch).to(hidden.dtype)
+            hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1:]], dim=1)
+            attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
+        hidden = hidden + positions[: length + n]  # positions after insertion: prompts sit at 1..n
+        mask = _text_mask(attention_mask, self._attn_implementation, hidden.dtype)
+        for k, layer in enumerate(text.encoder.layers, start=1):
+            hidden = _run_layer(layer, hidden, mask)
+            if learner is not None and k < learner.depth:
+                # fresh tokens for layer k+1, in a new tensor: the output of layer k is left untouched
+                ctx = learner.text_context(k, batch).to(hidden.dtype)
+                hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1 + n :]], dim=1)
+        eos = input_ids.argmax(dim=-1) + n  # CLIP's rule: the EOS has the largest id
+        pooled = hidden[torch.arange(batch, device=hidden.device), eos]
+        return self.clipseg.clip.text_projection(text.final_layer_norm(pooled))
+
+    def decode(
+        self, activations: Sequence[torch.Tensor], conditional: torch.Tensor, grid: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """transformers' ``CLIPSegDecoder.forward``, also returning the (B, reduce_dim, h, w) feature map."""
+        decoder = self.clipseg.decoder
+        output: torch.Tensor | None = None
+        for i, (activation, layer, reduce) in enumerate(
+            zip(activations[::-1], decoder.layers, decoder.reduces, strict=False)
+        ):
+            output = reduce(activation) if output is None else reduce(activation) + output
+            if i == decoder.conditional_layer:  # FiLM with the text embedding
+                output = decoder.film_mul(conditional)[:, None] * output + decoder.film_add(conditional)[:, None]
+            output = _run_layer(layer, output, None)
+        assert output is not None
+        features = output[:, 1:].transpose(1, 2).reshape(output.shape[0], output.shape[2], *grid)
+        return decoder.transposed_convolution(features), features
+
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, 1, H, W) for normalised ``pixel_values`` (B, 3, H, W) and tokenised prompts."""
+        grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
+        activations = self.encode_image(pixel_values)
+        conditional = self.encode_text(input_ids, attention_mask)
+        logits, features = self.decode(activations, conditional, grid)
+        if self.head is not None:
+            # TuneVLSeg created this head for CoOp/CoCoOp on CLIPSeg but never called it (reference §4.3);
+            # here `learnable_upsampler: true` means the head is applied, for every strategy alike.
+            logits = self.head(features, logits)
+        return logits
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int = 0) -> Any:
+    """Build with a fixed seed without disturbing the caller's random state (same random model every time)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _random_model(config: CLIPSegConfig) -> CLIPSegForImageSegmentation:
+    config._attn_implementation = _ATTENTION
+    return _seeded(lambda: CLIPSegForImageSegmentation(config))
+
+
+def _pretrained_model(source: str) -> CLIPSegForImageSegmentation:
+    try:
+        return CLIPSegForImageSegmentation.from_pretrained(source, attn_implementation=_ATTENTION)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not load CLIPSeg weights from {source!r} ({exc}). Pass a local checkpoint folder in the "
+            "spec's `weights:`, or download the model beforehand and set HF_HUB_OFFLINE=1"
+        ) from exc
+
+
+def wrap_clipseg(
+    model: CLIPSegForImageSegmentation, tokenizer: Any, name: str, strategy: str, params: Mapping[str, Any]
+) -> CLIPSegPromptedSegmenter:
+    """Freeze ``model`` and add the learner of ``strategy`` (and the head); ``name`` is its catalog entry."""
+    text_cfg, vision_cfg = model.config.text_config, model.config.vision_config
+    freeze(model)
+    ctx = LearnerContext(
+        model_name=name,
+        text_width=text_cfg.hidden_size,
+        text_layers=text_cfg.num_hidden_layers,
+        vision_width=vision_cfg.hidden_size,
+        vision_layers=vision_cfg.num_hidden_layers,
+        token_embedding=model.clip.text_model.embeddings.token_embedding,
+        tokenizer=tokenizer,
+    )
+    learner = build_prompt_learner(strategy, params, ctx)
+    resolved = resolve_params(strategy, params)
+    return CLIPSegPromptedSegmenter(
+        model,
+        tokenizer,
+        image_size=get_model_info(name).image_size,
+        learner=learner,
+        learnable_upsampler=bool(resolved.get("learnable_upsampler", False)),
+        name=name,
+        strategy=strategy,
+    )
+
+
+def build_clipseg(
+    strategy: str, params: Mapping[str, Any], weights: str | None = None, random_init: bool = False
+) -> CLIPSegPromptedSegmenter:
+    """CLIPSeg rd64 at 352 px: pretrained from ``weights`` (hub id or local folder, default CIDAS/clipseg-rd64),
+    or with ``random_init`` the same architecture, seeded, with the offline tokenizer (no download)."""
+    if random_init:
+        model, tokenizer = _random_model(clipseg_config()), offline_clip_tokenizer()
+    else:
+        source = weights or DEFAULT_WEIGHTS
+        model, tokenizer = _pretrained_model(source), load_tokenizer(source)
+    return wrap_clipseg(model, tokenizer, "clipseg", strategy, params)
+
+
+def build_clipseg_tiny(
+    strategy: str, params: Mapping[str, Any], weights: str | None = None, random_init: bool = True
+) -> CLIPSegPromptedSegmenter:
+    """Tiny CLIPSeg at 64 px, always random (seeded) weights; for tests and the quickstart."""
+    if weights is not None:
+        raise ModelLoadError("clipseg-tiny has no pretrained weights: leave `weights:` unset")
+    return wrap_clipseg(
+        _random_model(clipseg_tiny_config()), offline_clip_tokenizer(), "clipseg-tiny", strategy, params
+    )

@@ -1,0 +1,111 @@
+"""Prompt learners: the base class every strategy implements, and the registry the model builders read.
+
+A learner owns all trainable prompt parameters of a strategy and hands out, per depth index k (0-based), the
+fresh tokens that enter tower layer k+1. The model wrapper decides where they go (after BOS for text, appended
+for vision) and when; the learner only decides what they are. Builders are registered as "module:function" strings
+so that importing this module stays cheap and new strategies can sit in their own files next to ``coop.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import VlsmBatchError
+from . import get_strategy
+
+
+class StrategyNotImplementedError(VlsmBatchError):
+    """The strategy is in the catalog but this build has no model code for it."""
+
+
+class PromptConfigError(VlsmBatchError):
+    """Strategy parameters that cannot be built (e.g. num_context disagreeing with the init words)."""
+
+
+@dataclass(frozen=True)
+class LearnerContext:
+    """What a learner may know about the model it prompts (frozen parts are read, never trained)."""
+
+    model_name: str
+    text_width: int
+    text_layers: int
+    vision_width: int | None
+    vision_layers: int | None
+    token_embedding: nn.Embedding  # frozen; used to turn init words into vectors
+    tokenizer: Any  # transformers CLIPTokenizer
+
+
+class PromptLearner(nn.Module):
+    """Trainable prompt tokens for one strategy.
+
+    ``depth`` rows of ``num_context`` tokens each: row k is written into the prompt slots at the input of layer
+    k+1 of every prompted tower. Nothing exists for deeper layers.
+    """
+
+    strategy: ClassVar[str]
+    towers: ClassVar[frozenset[str]]
+    needs_image_features: ClassVar[bool] = False  # CoCoOp-style learners condition on the image
+
+    def __init__(self, depth: int, num_context: int):
+        super().__init__()
+        self.depth = depth
+        self.num_context = num_context
+
+    def text_context(self, k: int, batch_size: int, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Text prompt tokens (batch, num_context, text_width) for depth index ``k``."""
+        raise NotImplementedError(f"{type(self).__name__} does not prompt the text tower")
+
+    def vision_context(self, k: int, batch_size: int) -> torch.Tensor:
+        """Visual prompt tokens (batch, num_context, vision_width) for depth index ``k``."""
+        raise NotImplementedError(f"{type(self).__name__} does not prompt the vision tower")
+
+    def describe(self) -> list[str]:
+        """One line per place prompts enter, for ``describe``."""
+        return []
+
+
+LearnerBuilder = Callable[[Mapping[str, Any], LearnerContext], PromptLearner]
+
+# strategy -> "module:function" (a LearnerBuilder), or None for strategies that run the model without prompts.
+PROMPT_LEARNERS: dict[str, str | None] = {
+    "coop": "vlsm_batch.strategies.coop:build_coop",
+    "zero_shot": None,
+}
+
+
+def resolve_params(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy's declared parameters with catalog defaults filled in; undeclared keys are ignored."""
+    info = get_strategy(strategy)
+    return {p.name: params.get(p.name, p.default) for p in info.params}
+
+
+def build_prompt_learner(strategy: str, params: Mapping[str, Any], ctx: LearnerContext) -> PromptLearner | None:
+    """Build the learner of ``strategy`` (None: no prompts), or say plainly that this build lacks it."""
+    get_strategy(strategy)  # unknown names raise the catalog's error with close matches
+    if strategy not in PROMPT_LEARNERS:
+        raise StrategyNotImplementedError(f"strategy {strategy!r} is not implemented in this build")
+    target = PROMPT_LEARNERS[strategy]
+    if target is None:
+        return None
+    module_name, func_name = target.split(":")
+    builder: LearnerBuilder = getattr(importlib.import_module(module_name), func_name)
+    return builder(resolve_params(strategy, params), ctx)
+
+
+def check_depth(depth: int, towers: frozenset[str], ctx: LearnerContext) -> None:
+    """1 <= depth <= layers of every prompted tower (fresh tokens at layers 1..depth)."""
+    limits = {"text": ctx.text_layers, "vision": ctx.vision_layers}
+    for tower in sorted(towers):
+        layers = limits[tower]
+        if layers is None:
+            raise PromptConfigError(f"{ctx.model_name} has no {tower} transformer to prompt")
+        if not 1 <= depth <= layers:
+            raise PromptConfigError(
+                f"prompt_depth {depth} is outside 1..{layers} for the {tower} tower of {ctx.model_name}"
+            )
