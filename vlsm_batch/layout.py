@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 STUDY_MARKER = "trials.jsonl"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
@@ -28,6 +30,7 @@ def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; collaborators on a shared cluster must read results
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             if durable:

@@ -1,0 +1,90 @@
+"""Reader of the medvlsm layout: ``<root>/{images/, masks/, anns/<split>.json}`` (reference §7.1).
+
+Each annotation file is a list of ``{"img_name", "mask_name", "prompts": {"p0": "", "p1": ..., ...}}``; a prompt
+value is a string or a list of strings. No torch, no image decoding: this only resolves paths and prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import VlsmBatchError
+
+LAYOUT_HELP = (
+    "expected the medvlsm layout <root>/images/, <root>/masks/ and <root>/anns/{train,val,test}.json "
+    "(a list of {img_name, mask_name, prompts: {p0, p1, ...}})"
+)
+
+
+class DatasetLayoutError(VlsmBatchError, FileNotFoundError):
+    """A dataset folder is missing files or does not follow the expected layout."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One (image, mask, prompt options) triple; ``prompts`` has at least one entry."""
+
+    image: Path
+    mask: Path
+    prompts: tuple[str, ...]
+
+    def prompt(self, training: bool, rng: random.Random | None = None) -> str:
+        return choose_prompt(self.prompts, training, rng)
+
+
+def choose_prompt(options: tuple[str, ...], training: bool, rng: random.Random | None = None) -> str:
+    """A random option in training, the FIRST one at evaluation.
+
+    The original re-drew list-valued prompts on every access, validation and test included (reference §9.18),
+    so its evaluation changed from run to run; evaluation here is deterministic.
+    """
+    if training and len(options) > 1:
+        return (rng or random).choice(options)
+    return options[0]
+
+
+def read_split(root: Path, split: str, prompt_key: str = "p1", check_files: bool = True) -> list[Sample]:
+    """The samples of ``anns/<split>.json`` with absolute paths; raises DatasetLayoutError naming what is missing."""
+    root = Path(root)
+    ann = root / "anns" / f"{split}.json"
+    if not ann.is_file():
+        what = "dataset folder" if not root.is_dir() else "annotation file"
+        raise DatasetLayoutError(f"{what} not found: {ann if root.is_dir() else root}; {LAYOUT_HELP}")
+    try:
+        entries = json.loads(ann.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DatasetLayoutError(f"{ann}: not valid JSON ({e}); {LAYOUT_HELP}") from e
+    if not isinstance(entries, list):
+        raise DatasetLayoutError(f"{ann}: expected a list of samples, got {type(entries).__name__}; {LAYOUT_HELP}")
+
+    samples = [_sample(root, ann, i, entry, prompt_key) for i, entry in enumerate(entries)]
+    if check_files:
+        _check_files(root, ann, samples)
+    return samples
+
+
+def _sample(root: Path, ann: Path, i: int, entry: object, prompt_key: str) -> Sample:
+    if not isinstance(entry, dict) or not {"img_name", "mask_name", "prompts"} <= entry.keys():
+        raise DatasetLayoutError(f"{ann}: sample {i} lacks img_name, mask_name or prompts; {LAYOUT_HELP}")
+    prompts = entry["prompts"]
+    if prompt_key not in prompts:
+        raise DatasetLayoutError(
+            f"{ann}: sample {i} ({entry['img_name']}) has no prompt {prompt_key!r}; it has {sorted(prompts)}"
+        )
+    value = prompts[prompt_key]
+    options = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+    if not options:
+        raise DatasetLayoutError(f"{ann}: sample {i} ({entry['img_name']}): prompt {prompt_key!r} is an empty list")
+    return Sample(root / "images" / entry["img_name"], root / "masks" / entry["mask_name"], options)
+
+
+def _check_files(root: Path, ann: Path, samples: list[Sample]) -> None:
+    """Fail before any decoding, listing the first missing files and how many there are."""
+    missing = [p for s in samples for p in (s.image, s.mask) if not p.is_file()]
+    if missing:
+        shown = "\n  ".join(str(p) for p in missing[:5])
+        more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DatasetLayoutError(f"{len(missing)} file(s) named in {ann} are missing:\n  {shown}{more}\n{LAYOUT_HELP}")

@@ -1,0 +1,335 @@
+"""Train and evaluate one trial: ``train_trial(trials/<id>)`` reads config.json, writes history.csv,
+checkpoints/ and metrics.json, and returns the metrics.
+
+The jobs layer wraps this call and owns status.json and requeueing; here failures simply raise. A resumed
+attempt continues from ``checkpoints/last.ckpt`` without repeating finished epochs. Model selection uses the
+validation split only; test metrics come from the best checkpoint, per image at each mask's original resolution.
+
+Debugging: ``python -m vlsm_batch.training.entry TRIAL_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..datasets import get_dataset
+from ..errors import VlsmBatchError
+from ..layout import TrialPaths, atomic_write_json, atomic_write_text
+from ..metrics import METRIC_KEYS, OBJECTIVES
+from ..metrics.segmentation import mean_std
+from .data import SegmentationData
+from .module import SegmentationModule
+
+ModelFactory = Callable[[str, str, dict[str, Any], Any], nn.Module]
+
+HISTORY_COLUMNS = (
+    "epoch", "train/loss", "val/loss", "val/dice", "val/iou", "lr", "train_images", "train_time_s", "epoch_time_s",
+)  # fmt: skip
+
+
+def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -> dict[str, Any]:
+    """Fit, evaluate the best checkpoint on val and test, write metrics.json atomically and return its dict.
+
+    ``model_factory`` replaces ``vlsm_batch.models.factory.create_model`` (tests use a stand-in model).
+    """
+    started = time.perf_counter()
+    paths = TrialPaths(Path(trial_dir).absolute())
+    config = json.loads(paths.config.read_text(encoding="utf-8"))
+    train, params = config["train"], config["params"]
+
+    pl.seed_everything(config["seed"], workers=True)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    root, prompt_key = dataset_root(config)  # before the model: a missing dataset fails fast
+    factory = model_factory or _default_factory()
+    model = factory(config["model"], config["strategy"], params, config.get("weights"))
+    data = SegmentationData(
+        root,
+        model.tokenize,
+        model.image_size,
+        model.image_mean,
+        model.image_std,
+        batch_size=int(train["batch_size"]),
+        num_workers=int(config.get("num_workers", 0)),
+        prompt_key=prompt_key,
+        pin_memory=cuda,
+    )
+    module = SegmentationModule(model, data.transform, params["lr"], params.get("weight_decay", 0.0))
+
+    best_checkpoint, report, callbacks = _callbacks(paths, config)
+    trainer = pl.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=resolve_precision(str(train.get("precision", "32")), cuda),
+        min_epochs=int(train.get("min_epochs", 1)),
+        max_epochs=int(train["max_epochs"]),
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=paths.root,
+        plugins=slurm_plugins(),
+        benchmark=cuda,  # one input size: cuDNN autotuning pays off (the original set it too)
+    )
+    last = paths.checkpoints / "last.ckpt"
+    resume = last if last.is_file() else None
+    if resume:
+        print(f"resuming from {resume}", flush=True)
+    with _quiet():
+        trainer.fit(module, data.train_loader(), data.eval_loader("val"), ckpt_path=resume)
+
+    best = Path(best_checkpoint.best_model_path) if best_checkpoint.best_model_path else None
+    if best is None or not best.is_file():
+        print(f"warning: no best checkpoint by {config['objective']['metric']}; evaluating {last}", flush=True)
+        best = last
+    val = _predict(trainer, module, data.eval_loader("val", with_original=True), best)
+    test = _predict(trainer, module, data.eval_loader("test", with_original=True), best)
+
+    history = read_history(paths.history)
+    earlier_s = sum(float(r["epoch_time_s"]) for r in history if int(r["epoch"]) not in report.ran)
+    train_s = sum(float(r["train_time_s"]) for r in history)
+    metrics: dict[str, Any] = {
+        "trial_id": config.get("trial_id", paths.root.name),
+        "objective": config["objective"],
+        "val/loss": float(val["loss"].mean()) if len(val["loss"]) else None,
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": int(torch.load(best, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1,
+        # this attempt, plus the epochs that earlier (interrupted) attempts ran
+        "wall_time_s": round(time.perf_counter() - started + earlier_s, 3),
+        "trainable_params": int(model.trainable_parameter_count()),
+        "total_params": int(model.total_parameter_count()),
+        "train_images_per_s": sum(int(r["train_images"]) for r in history) / train_s if train_s else None,
+        "peak_memory_mb": peak_memory_mb(trainer.strategy.root_device),
+        "n_val": len(val["dice"]),
+        "n_test": len(test["dice"]),
+    }
+    for split, out in (("val", val), ("test", test)):
+        for name in ("dice", "iou"):
+            metrics[f"{split}/{name}"], metrics[f"{split}/{name}_std"] = mean_std(out[name])
+    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    missing = [k for k in METRIC_KEYS if k not in metrics]
+    if missing:
+        raise RuntimeError(f"metrics.json would lack {missing}")
+    atomic_write_json(paths.metrics, metrics)
+    return metrics
+
+
+def _callbacks(paths: TrialPaths, config: dict[str, Any]) -> tuple[ModelCheckpoint, EpochReport, list[pl.Callback]]:
+    """Early stopping, the best and the last checkpoint, and the per-epoch report (in the order Lightning needs).
+
+    Both checkpoints are written once the epoch is over (not at validation end, mid-epoch), so a resumed attempt
+    starts the next epoch. last.ckpt has its own unmonitored callback: Lightning 2.6's ``save_last=True`` rewrites
+    it only on epochs that improve the monitored metric, and a resumed attempt would repeat the epochs since then.
+    """
+    stopping, objective = config["train"]["early_stopping"], config["objective"]
+    best = ModelCheckpoint(
+        dirpath=paths.checkpoints,
+        filename="best",
+        monitor=objective["metric"],
+        mode=objective["mode"],
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+    )
+    last = ModelCheckpoint(
+        dirpath=paths.checkpoints,
+        filename="last",
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    report = EpochReport(paths.history, int(config["train"]["max_epochs"]))
+    early = EarlyStopping(
+        monitor=stopping["monitor"],
+        mode=OBJECTIVES.get(stopping["monitor"], "min"),
+        patience=int(stopping["patience"]),
+        min_delta=float(stopping["min_delta"]),
+    )
+    return best, report, [early, best, last, report]  # last after best: last.ckpt carries best's updated state
+
+
+def _default_factory() -> ModelFactory:
+    from ..models.factory import create_model  # heavy (transformers): imported only when a trial runs
+
+    return create_model
+
+
+def dataset_root(config: dict[str, Any]) -> tuple[Path, str]:
+    """The dataset folder and prompt key of a trial; the synthetic dataset is generated first when missing."""
+    info = get_dataset(config["dataset"])
+    if info.layout != "medvlsm" or not info.implemented:
+        raise VlsmBatchError(f"dataset {info.name!r} ({info.layout} layout) has no loader in this build")
+    data_root = Path(config["data_root"])
+    if info.generated:
+        from ..datasets.synthetic import ensure_synthetic
+
+        return ensure_synthetic(data_root), info.prompt_key
+    return data_root / info.folder, info.prompt_key
+
+
+def resolve_precision(requested: str, cuda: bool) -> str:
+    """fp16 mixed precision needs CUDA: fall back to 32 with a printed warning elsewhere."""
+    if requested in ("16-mixed", "16") and not cuda:
+        print(f"warning: precision {requested} needs CUDA, none available: training in 32", flush=True)
+        return "32"
+    return requested
+
+
+def slurm_plugins() -> list[SLURMEnvironment]:
+    """Under Slurm, Lightning's own auto-requeue off: submitit owns requeueing (exactly one layer does)."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on a GPU, else the process's max resident set size (Linux reports KiB)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _predict(trainer: pl.Trainer, module: SegmentationModule, loader: DataLoader, ckpt: Path) -> dict[str, Any]:
+    with _quiet():
+        outs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt) or []
+    if not outs:
+        return {k: np.zeros(0) for k in ("loss", "dice", "iou")}
+    return {k: torch.cat([o[k] for o in outs]).numpy() for k in ("loss", "dice", "iou")}
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Lightning's advice that does not apply (in-memory data needs no loader workers)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen parts, on purpose
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs newer torch
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into checkpoints/
+        yield
+
+
+def read_history(path: Path) -> list[dict[str, str]]:
+    """Rows of history.csv (empty when absent)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+class EpochReport(pl.Callback):
+    """One printed line and one history.csv row per epoch; the file is rewritten whole and atomically.
+
+    The row is written when validation ends, before the checkpoint of that epoch: if a crash falls between,
+    the resumed attempt re-runs the epoch and its row replaces the earlier one (rows are keyed by epoch).
+    """
+
+    def __init__(self, path: Path, max_epochs: int):
+        self.path, self.max_epochs = path, max_epochs
+        self.ran: set[int] = set()  # epochs (1-based) run by this attempt
+        self._t0: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A restored run that had already stopped early must not train one more epoch to notice again.
+        if any(cb.stopped_epoch > 0 for cb in trainer.early_stopping_callbacks):
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._train_end = time.perf_counter(), None
+        self._images, self._loss_sum = 0, 0.0
+        self._written = False
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        n = len(batch["index"])
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._images += n
+        self._loss_sum += float(loss.detach()) * n
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._mark_train_end(pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and self._t0 is not None:
+            self._write(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._t0 is not None and not self._written:  # no validation this epoch
+            self._write(trainer, pl_module)
+
+    def _mark_train_end(self, pl_module: pl.LightningModule) -> None:
+        if self._t0 is not None and self._train_end is None:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)
+            self._train_end = time.perf_counter()
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self._t0 is not None
+        self._mark_train_end(pl_module)
+        now = time.perf_counter()
+        epoch = trainer.current_epoch + 1
+        m = trainer.callback_metrics
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train/loss": self._loss_sum / self._images if self._images else float("nan"),
+            "val/loss": _metric(m, "val/loss"),
+            "val/dice": _metric(m, "val/dice"),
+            "val/iou": _metric(m, "val/iou"),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan"),
+            "train_images": self._images,
+            "train_time_s": round((self._train_end or now) - self._t0, 4),
+            "epoch_time_s": round(now - self._t0, 4),
+        }
+        rows = [r for r in read_history(self.path) if int(r["epoch"]) < epoch] + [row]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+        self._written = True
+        self.ran.add(epoch)
+        print(
+            f"epoch {epoch}/{self.max_epochs} train/loss {row['train/loss']:.4f} val/loss {row['val/loss']:.4f} "
+            f"val/dice {row['val/dice']:.4f} val/iou {row['val/iou']:.4f} lr {row['lr']:.2g} "
+            f"({row['epoch_time_s']:.1f} s)",
+            flush=True,
+        )
+
+
+def _metric(metrics: dict[str, Any], key: str) -> float:
+    value = metrics.get(key)
+    return float(value) if value is not None else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vlsm_batch.training.entry", description=__doc__)
+    parser.add_argument("trial_dir", type=Path, help="trials/<id> folder holding config.json")
+    args = parser.parse_args(argv)
+    metrics = train_trial(args.trial_dir)
+    json.dump(metrics, sys.stdout, indent=2, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The LightningModule of a trial: loss, per-image validation metrics, AdamW + ReduceLROnPlateau.
+
+Checkpoints hold only the trainable parameters (plus buffers): the frozen encoders are rebuilt from their weights
+(or from the seed), so a prompt-tuning checkpoint is kilobytes instead of the whole VLSM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from ..metrics import VAL_DICE, VAL_IOU, VAL_LOSS
+from ..metrics.segmentation import dice_iou_from_logits, dice_iou_original
+from .data import Batch, BatchTransform
+from .loss import dice_ce_loss
+
+
+class SegmentationModule(pl.LightningModule):
+    """Wraps a PromptedSegmenter (``forward(pixel_values, input_ids, attention_mask) -> (B, 1, S, S)``)."""
+
+    def __init__(self, model: nn.Module, transform: BatchTransform, lr: float, weight_decay: float):
+        super().__init__()
+        self.model, self.transform = model, transform
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.strict_loading = False  # checkpoints carry only trainable parameters; checked in on_load_checkpoint
+        self._val_dice: list[Tensor] = []
+        self._val_iou: list[Tensor] = []
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Augment (training only) and normalise on the device the batch has just reached."""
+        return self.transform(batch, training=self.trainer.training)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = dice_ce_loss(self(batch), batch["mask"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["index"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_dice.clear()
+        self._val_iou.clear()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        logits = self(batch)
+        loss = dice_ce_loss(logits, batch["mask"])
+        self.log(VAL_LOSS, loss, on_step=False, on_epoch=True, batch_size=len(batch["index"]))
+        dice, iou = dice_iou_from_logits(logits, batch["mask"])  # model resolution, per image
+        self._val_dice.append(dice.detach())
+        self._val_iou.append(iou.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        # Per-image mean over the whole epoch (the original's global IoU mixed conventions, reference §9.5).
+        if self._val_dice:
+            self.log(VAL_DICE, torch.cat(self._val_dice).mean())
+            self.log(VAL_IOU, torch.cat(self._val_iou).mean())
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Per-image loss (model resolution) and Dice/IoU at each mask's original resolution."""
+        logits = self(batch)
+        loss = dice_ce_loss(logits, batch["mask"], reduction="none")
+        dice, iou = dice_iou_original(logits, batch["original_masks"])
+        return {"loss": loss.cpu(), "dice": dice.cpu(), "iou": iou.cpu()}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        # weight_decay 0 means no decay: the original passed AdamW's default 0.01 then (reference §9.17).
+        groups = self.model.param_groups(self.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, patience=5)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": VAL_LOSS, "interval": "epoch", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        keep |= {f"model.{n}" for n, _ in self.model.named_buffers()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Non-strict loading must still find every trainable parameter, or the checkpoint is not this model's."""
+        want = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        missing = sorted(want - checkpoint["state_dict"].keys())
+        if missing:
+            raise RuntimeError(
+                f"checkpoint lacks {len(missing)} trainable parameter(s) of this model, e.g. {missing[:3]}: "
+                "it was written by a different model or strategy"
+            )
