@@ -63,7 +63,7 @@ def test_light_commands_never_import_torch(tmp_path):
         assert main(["submit", {str(REPO / "specs" / "full_benchmark.yaml")!r}]) == 2  # refused before launch
         spec = load_spec(spec_path)
         result = submit(spec, expand(spec), progress=False, task=sleepy_task)
-        assert len(result.local.done) == 6, result.local
+        assert len(result.local.done) == len(expand(spec).trials) > 1, result.local
         assert main(["status"]) == 0
         assert main(["analyze", "--by", "prompt_depth"]) == 0
         assert "torch" not in sys.modules, "torch was imported"

@@ -84,7 +84,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     expansion = expand(spec)
-    _err(f"validated {args.spec}: {len(expansion.runnable):,} trials")
+    _err(f"validated {args.spec}: {len(expansion.trials):,} trials")
     result = submit(
         spec, expansion, retry_failed=args.retry_failed, progress=not args.no_progress, executor=args.executor
     )

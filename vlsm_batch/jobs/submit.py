@@ -35,13 +35,14 @@ def refuse_unsupported(expansion: Expansion) -> None:
     bad = [c for c in expansion.cells if c.unsupported and not c.skipped]
     if not bad:
         return
-    lines = [f"  {c.model} / {c.dataset} / {c.strategy}: {c.unsupported}" for c in bad[:12]]
-    more = f"\n  ... and {len(bad) - 12} more" if len(bad) > 12 else ""
+    by_reason: dict[str, list[str]] = {}
+    for c in bad:
+        by_reason.setdefault(c.unsupported or "", []).append(f"{c.model}/{c.dataset}/{c.strategy}")
+    lines = [f"  {reason}: {len(cells)} cell(s), e.g. {cells[0]}" for reason, cells in sorted(by_reason.items())]
     raise SubmissionError(
         f"this build cannot train {len(bad)} of the study's cells, so nothing was submitted:\n"
         + "\n".join(lines)
-        + more
-        + "\nRemove them from the spec (or run `vlsm-batch plan SPEC` to see every cell)."
+        + "\nRemove them from the spec (`vlsm-batch plan SPEC` marks every such cell)."
     )
 
 
