@@ -107,3 +107,10 @@ def test_status_without_study_is_a_readable_error(tmp_path, capsys, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["status"]) == 2
     assert "no study found" in capsys.readouterr().err
+
+
+def test_status_finds_study_under_vlsm_runs(finished_study, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VLSM_RUNS", str(finished_study.parent))
+    assert main(["status"]) == 0
+    assert str(finished_study) in capsys.readouterr().out

@@ -25,6 +25,13 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _submitted_at(root: Path) -> float:
+    from .layout import StudyLayout
+
+    sub = StudyLayout(root).submissions
+    return sub.stat().st_mtime if sub.exists() else 0.0
+
+
 def _study_dir(arg: str | None) -> Path:
     from .errors import StudyNotFoundError
     from .layout import StudyLayout, find_latest_study
@@ -36,13 +43,16 @@ def _study_dir(arg: str | None) -> Path:
                 f"{root} is not a study folder (no trials.jsonl); pass the output_dir of a submitted spec."
             )
         return root
-    found = find_latest_study(Path.cwd())
-    if found is None:
+    import os
+
+    bases = [Path.cwd()] + ([Path(os.environ["VLSM_RUNS"])] if os.environ.get("VLSM_RUNS") else [])
+    found = [f for f in (find_latest_study(b) for b in bases) if f is not None]
+    if not found:
         raise StudyNotFoundError(
-            "no study found under the current folder (looked for */trials.jsonl two levels deep); "
-            "run `vlsm-batch submit SPEC` first or pass --study DIR."
+            "no study found under the current folder or $VLSM_RUNS (looked for */trials.jsonl two levels "
+            "deep); run `vlsm-batch submit SPEC` first or pass --study DIR."
         )
-    return found
+    return max(found, key=_submitted_at)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
