@@ -7,6 +7,7 @@ imported inside the subcommand that needs them, so ``--help`` and the light comm
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from . import __version__
 from .errors import SpecError, VlsmBatchError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Each module exposes add_commands(subparsers); one line per pipeline stage that brings its own commands.
+COMMAND_MODULES: tuple[str, ...] = ("vlsm_batch.analysis.commands",)
 
 
 def _out(text: str = "") -> None:
@@ -32,7 +36,7 @@ def _submitted_at(root: Path) -> float:
     return sub.stat().st_mtime if sub.exists() else 0.0
 
 
-def _study_dir(arg: str | None) -> Path:
+def study_dir(arg: str | None) -> Path:
     from .errors import StudyNotFoundError
     from .layout import StudyLayout, find_latest_study
 
@@ -134,34 +138,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .jobs.status import format_status, load_status
     from .layout import StudyLayout
 
-    st = load_status(StudyLayout(_study_dir(args.study)))
+    st = load_status(StudyLayout(study_dir(args.study)))
     _out(json.dumps(st.as_dict(), indent=2, default=str) if args.json else format_status(st))
-    return EXIT_OK
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis.run import analyze
-    from .layout import StudyLayout
-
-    by = [b for arg in args.by for b in arg.split(",") if b]
-    result = analyze(StudyLayout(_study_dir(args.study)), by)
-    if args.format == "json":
-        _out(json.dumps(result.table.to_dicts(), indent=2, default=str))
-    else:
-        import polars as pl
-
-        with pl.Config(
-            tbl_rows=200,
-            tbl_cols=30,
-            tbl_width_chars=200,
-            float_precision=4,
-            tbl_hide_dataframe_shape=True,
-            tbl_hide_column_data_types=True,
-        ):
-            _out(f"{result.n_done} of {result.n_trials} trials done; objective {result.objective}")
-            _out(str(result.table))
-    for f in result.files:
-        _err(f"wrote {f}")
     return EXIT_OK
 
 
@@ -232,17 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("analyze", help="tables and plots from the per-trial metrics")
-    s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
-    s.add_argument(
-        "--by",
-        action="append",
-        default=None,
-        help="parameter or axis to group by (repeat or comma-separate; default: strategy)",
-    )
-    s.add_argument("--format", choices=["table", "json"], default="table", help="what is printed")
-    s.set_defaults(func=cmd_analyze)
-
     s = sub.add_parser("list", help="registered models, strategies and datasets")
     s.add_argument("what", nargs="?", default="all", choices=["all", "models", "strategies", "datasets"])
     s.set_defaults(func=cmd_list)
@@ -250,14 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run-trial", help="train one trial folder in this process (debugging)")
     s.add_argument("trial_dir", help="runs/<study>/trials/<id>")
     s.set_defaults(func=cmd_run_trial)
+    for module in COMMAND_MODULES:  # light modules (no torch at import) that add their own subcommands
+        importlib.import_module(module).add_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "by", "unset") is None:
-        args.by = ["strategy"]
     try:
         return int(args.func(args))
     except SpecError as exc:
