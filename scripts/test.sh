@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 ensure_venv
+bash scripts/install_chromium.sh   # headless Chromium for the report test (installs only as root, once)
 .venv/bin/ruff check vlsm_batch tests benchmarks
 exec .venv/bin/python -m pytest "$@"

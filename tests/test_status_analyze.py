@@ -92,7 +92,7 @@ def test_analyze_groups_writes_tables_and_plot(finished_study, capsys):
 
 def test_analyze_several_by_and_json(finished_study, capsys):
     assert main(["analyze", "--study", str(finished_study), "--by", "prompt_depth,lr", "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["table"]  # the grouped table; takeaways and best cells beside it
     assert len(rows) == 4
     assert all(r["n"] == 2 for r in rows)
 

@@ -1,0 +1,140 @@
+"""A finished study written straight to disk, with known planted effects (tests and the analyze benchmark).
+
+The files are those the jobs layer writes (``trials.jsonl``, ``trials/<id>/{config,status,metrics}.json``);
+no training runs. Planted truth (Dice, before noise):
+
+- per dataset a base level (medical datasets lower than natural ones);
+- strategy offsets: ``vpt`` wins on medical data, ``maple`` on natural data, ``coop`` is poor on medical data;
+- ``prompt_depth`` adds ``DEPTH_GAIN`` per layer for strategies that prompt the vision tower, nothing for text;
+- ``lr`` matters (a parabola in log10(lr) peaking at 1e-3); ``weight_decay`` does not matter at all;
+- ``learnable_upsampler: true`` adds ``UPSAMPLER_GAIN``;
+- seeds add small noise; val and test carry independent noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..trials import Trial
+
+DEPTH_GAIN = 0.02
+UPSAMPLER_GAIN = 0.03
+LR_CURVATURE = 0.08
+BASE = {"kvasir_polyp": 0.60, "isic": 0.66, "busi": 0.52, "voc2012": 0.68, "cityscapes": 0.66}
+OFFSET_MEDICAL = {"vpt": 0.06, "maple": 0.03, "shared_attn": 0.02, "coop": -0.10, "finetune": 0.08, "zero_shot": -0.4}
+OFFSET_NATURAL = {"vpt": 0.02, "maple": 0.06, "shared_attn": 0.03, "coop": 0.00, "finetune": 0.04, "zero_shot": -0.2}
+VISION = {"vpt", "maple", "shared_attn"}
+TRAIN = {"max_epochs": 20, "batch_size": 16}
+OBJECTIVE = {"metric": "val/dice", "mode": "max"}
+
+
+@dataclass
+class Synthetic:
+    root: Path
+    trials: list[Trial] = field(default_factory=list)
+    truth: dict[str, float] = field(default_factory=dict)  # trial_id -> noiseless Dice
+    trap_ids: list[str] = field(default_factory=list)  # best test, poor validation: must never be selected
+
+
+def _params(strategy: str, rng: random.Random) -> dict[str, Any]:
+    if strategy == "zero_shot":
+        return {}
+    p: dict[str, Any] = {
+        "lr": float(f"{10 ** rng.uniform(-4, -2):.6g}"),
+        "weight_decay": float(f"{rng.uniform(0, 0.1):.6g}"),
+    }
+    if strategy == "finetune":
+        return p
+    p["prompt_depth"] = rng.randint(1, 6)
+    p["num_context"] = 4
+    p["learnable_upsampler"] = rng.random() < 0.5
+    if strategy in ("coop", "maple"):
+        p["context_init"] = rng.choice(["a photo of a", None])
+    if strategy == "maple":
+        p["intermediate_dim"] = rng.choice([32, 64, 96, 128])
+    return p
+
+
+def true_dice(dataset: str, strategy: str, p: dict[str, Any]) -> float:
+    medical = dataset not in ("voc2012", "cityscapes")
+    y = BASE.get(dataset, 0.7) + (OFFSET_MEDICAL if medical else OFFSET_NATURAL).get(strategy, 0.0)
+    if "lr" in p:
+        y -= LR_CURVATURE * (math.log10(p["lr"]) + 3) ** 2
+    if strategy in VISION:
+        y += DEPTH_GAIN * (p.get("prompt_depth", 1) - 1)
+    if p.get("learnable_upsampler"):
+        y += UPSAMPLER_GAIN
+    return min(max(y, 0.0), 1.0)
+
+
+def _write(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+
+
+def write_study(
+    root: Path,
+    *,
+    datasets: tuple[str, ...] = ("kvasir_polyp", "isic", "voc2012"),
+    strategies: tuple[str, ...] = ("coop", "vpt", "maple", "zero_shot", "finetune"),
+    models: tuple[str, ...] = ("clipseg",),
+    configs: int = 12,
+    seeds: tuple[int, ...] = (0, 1),
+    noise: float = 0.004,
+    failed: float = 0.05,
+    running: float = 0.02,
+    missing_cells: tuple[tuple[str, str, str], ...] = (),
+    trap: bool = True,
+    rng_seed: int = 0,
+) -> Synthetic:
+    """Write the study folder under ``root``; ``missing_cells`` are (model, dataset, strategy) that all failed."""
+    rng = random.Random(rng_seed)
+    out = Synthetic(Path(root))
+    tdir = out.root / "trials"
+    tdir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for model in models:
+        for dataset in datasets:
+            for strategy in strategies:
+                n_cfg = 1 if strategy == "zero_shot" else (2 if strategy == "finetune" else configs)
+                for k in range(n_cfg):
+                    p = _params(strategy, rng)
+                    for seed in seeds:
+                        t = Trial(model, dataset, strategy, seed, p, TRAIN, OBJECTIVE, sample_index=k).with_id()
+                        out.trials.append(t)
+                        lines.append(json.dumps(t.manifest_record(), sort_keys=True))
+                        d = tdir / t.trial_id
+                        d.mkdir(exist_ok=True)
+                        _write(d / "config.json", {**t.manifest_record(), "study": "synthetic"})
+                        y = true_dice(dataset, strategy, p)
+                        out.truth[t.trial_id] = y
+                        u = rng.random()
+                        if (model, dataset, strategy) in missing_cells or u < failed:
+                            err = {"class": "RuntimeError", "message": "planted failure"}
+                            _write(d / "status.json", {"state": "failed", "error": err})
+                            continue
+                        if u < failed + running:
+                            _write(d / "status.json", {"state": "running", "executor": "slurm"})
+                            continue
+                        val = y + rng.gauss(0, noise)
+                        test = y + rng.gauss(0, noise)
+                        if trap and strategy == "vpt" and k == 0:
+                            val, test = y - 0.3, 0.999  # looks perfect on test, poor on validation
+                            out.trap_ids.append(t.trial_id)
+                        metrics = {
+                            "val/dice": val,
+                            "val/iou": val * 0.85,
+                            "val/loss": 1 - val,
+                            "test/dice": test,
+                            "test/iou": test * 0.85,
+                            "epochs": 20,
+                            "wall_time_s": 100.0,
+                        }
+                        _write(d / "metrics.json", metrics)
+                        _write(d / "status.json", {"state": "done", "executor": "slurm"})
+    (out.root / "trials.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out

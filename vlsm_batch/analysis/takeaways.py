@@ -1,0 +1,636 @@
+"""Takeaways declared as data: each YAML file names a *kind* of computation and its options.
+
+Built-in takeaways live in ``vlsm_batch/analysis/builtin_takeaways/*.yaml``; ``analyze --takeaways PATH`` adds files or
+folders of your own (a file with the same ``name`` replaces the built-in one). A file looks like::
+
+    name: depth                 # letters, digits, _ and -: names the output files
+    kind: trend                 # trend | matrix | domain | towers | importance | effect
+    title: Score vs prompt depth
+    order: 10                   # position in the report (default 100)
+    metric: test/dice           # what is reported (default test/dice); selection is always on validation
+    x: prompt_depth             # options of the kind (see KINDS)
+    sentence: "..."             # optional: your own sentence, with {placeholders} from the computed facts
+
+Every kind returns a table, a figure and a sentence computed from the data, or a reason it was skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import VlsmBatchError
+from . import plots
+from .stats import levels_of, omega_squared, within_slope
+from .tables import CELL, best, param_columns
+
+if TYPE_CHECKING:
+    import polars as pl
+    from matplotlib.figure import Figure
+
+BUILTIN_DIR = Path(__file__).with_name("builtin_takeaways")
+COMMON = {"name", "kind", "title", "order", "metric", "sentence", "description"}
+BASELINES = ("zero_shot", "finetune")
+
+
+@dataclass
+class TakeawaySpec:
+    name: str
+    kind: str
+    title: str
+    options: dict[str, Any]
+    order: int = 100
+    metric: str = "test/dice"
+    sentence: str | None = None
+    description: str = ""
+    source: str = ""
+
+
+@dataclass
+class Context:
+    """What every kind reads: trials, configurations (seeds pooled) and the best configuration per cell."""
+
+    df: pl.DataFrame
+    cfg: pl.DataFrame
+    best: pl.DataFrame
+    objective: str
+    mode: str
+
+
+@dataclass
+class Takeaway:
+    spec: TakeawaySpec
+    sentence: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    table: pl.DataFrame | None = None
+    figure: Figure | None = None
+    skipped: str | None = None
+    plot: Path | None = None  # the PNG once written
+
+
+class Skip(Exception):
+    """The study cannot answer this takeaway (the reason is shown in the report)."""
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def _col(spec: TakeawaySpec) -> str:
+    return f"{spec.metric} mean"
+
+
+def _need(ctx: Context, spec: TakeawaySpec) -> None:
+    if ctx.cfg.height == 0:
+        raise Skip("no finished trials yet")
+    if _col(spec) not in ctx.cfg.columns:
+        raise Skip(f"no trial reports {spec.metric}")
+
+
+def _strategy_order(names: list[str]) -> list[str]:
+    def key(s: str) -> tuple[int, str]:
+        return (0 if s == "zero_shot" else 2 if s == "finetune" else 1, s)
+
+    return sorted(set(names), key=key)
+
+
+def _join(items: list[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+def per_level(ctx: Context, cfg: pl.DataFrame, level: str, col: str, select: str) -> pl.DataFrame:
+    """One row per (cell, level): the best configuration on validation (``select: best``) or the mean over the
+    level's configurations (``select: mean``: unbiased under random or Sobol sampling, where levels with more
+    configurations would otherwise win the best-of-n draw more often)."""
+    import polars as pl
+
+    if select == "best":
+        return best(cfg, ctx.mode, within=[level])
+    if select != "mean":
+        raise Skip(f"select must be best or mean, not {select!r}")
+    keys = [*CELL, level]
+    return (
+        cfg.group_by(keys).agg(pl.col(col).mean(), pl.col("objective").mean(), pl.len().alias("n_configs")).sort(keys)
+    )
+
+
+# ------------------------------------------------------------------------------------------------------- kinds
+
+
+def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Metric against a numeric parameter, per strategy, per dataset and pooled.
+
+    At each value of ``x`` the best configuration of the cell is chosen on validation; the slope per strategy is a
+    least-squares fit with one intercept per (model, dataset), and "helps" needs its 95 % interval above 0 and a
+    change over the range of at least ``min_effect``.
+    """
+    import polars as pl
+
+    _need(ctx, spec)
+    x, lines = spec.options["x"], spec.options.get("lines", "strategy")
+    min_effect = float(spec.options.get("min_effect", 0.01))
+    if x not in ctx.cfg.columns or ctx.cfg[x].drop_nulls().n_unique() < 2:
+        raise Skip(f"the study did not vary {x}")
+    if not ctx.cfg.schema[x].is_numeric():
+        raise Skip(f"{x} is not numeric")
+    cfg = ctx.cfg.filter(pl.col(x).is_not_null())
+    col = _col(spec)
+    at_x = per_level(ctx, cfg, x, col, spec.options.get("select", "best"))
+    per_ds = (
+        at_x.group_by(["dataset", lines, x]).agg(pl.col(col).mean().alias(spec.metric), pl.len().alias("n_cells"))
+    ).with_columns(pl.col("dataset").alias("scope"))
+    pooled = (
+        per_ds.group_by([lines, x])
+        .agg(pl.col(spec.metric).mean(), pl.col("n_cells").sum())
+        .with_columns(pl.lit("pooled").alias("scope"))
+    )
+    table = pl.concat(
+        [
+            pooled.select("scope", lines, x, spec.metric, "n_cells"),
+            per_ds.select("scope", lines, x, spec.metric, "n_cells"),
+        ]
+    )
+    table = table.sort([pl.col("scope") != "pooled", "scope", lines, x])
+    slopes = []
+    for name in _strategy_order(at_x[lines].unique().to_list()):
+        sub = at_x.filter((pl.col(lines) == name) & pl.col(col).is_not_null())
+        if sub[x].n_unique() < 2:
+            continue
+        groups = [f"{m}/{d}" for m, d in zip(sub["model"], sub["dataset"])]
+        slope, half, n = within_slope(sub[x].cast(pl.Float64).to_list(), sub[col].to_list(), groups)
+        span = float(sub[x].max() - sub[x].min())
+        if math.isnan(half):
+            verdict = "unclear"
+        elif slope - half > 0 and slope * span >= min_effect:
+            verdict = "helps"
+        elif slope + half < 0 and -slope * span >= min_effect:
+            verdict = "hurts"
+        else:
+            verdict = "flat"
+        slopes.append({lines: name, "slope": slope, "ci95": half, "n": n, "verdict": verdict})
+    slope_table = pl.DataFrame(slopes) if slopes else None
+
+    def describe(v: str) -> list[str]:
+        return [
+            f"{s[lines]} ({_fmt(s['slope'], True)} per step, ±{_fmt(s['ci95'])})" for s in slopes if s["verdict"] == v
+        ]
+
+    facts = {
+        "x": x,
+        "metric": spec.metric,
+        "helps": _join(describe("helps")),
+        "hurts": _join(describe("hurts")),
+        "flat": _join(describe("flat") + describe("unclear")),
+        "helps_names": [s[lines] for s in slopes if s["verdict"] == "helps"],
+        "hurts_names": [s[lines] for s in slopes if s["verdict"] == "hurts"],
+        "flat_names": [s[lines] for s in slopes if s["verdict"] in ("flat", "unclear")],
+        "slopes": slopes,
+    }
+    parts = []
+    if facts["helps_names"]:
+        parts.append(f"raising {x} helps {facts['helps']}")
+    if facts["hurts_names"]:
+        parts.append(f"hurts {facts['hurts']}")
+    if facts["flat_names"]:
+        parts.append(f"no clear effect for {facts['flat']}")
+    sentence = ("; ".join(parts) or f"no strategy has two values of {x}") + f" ({spec.metric})."
+    sentence = sentence[0].upper() + sentence[1:]
+    max_panels = int(spec.options.get("max_panels", 6))
+    panels = []
+    for scope in ["pooled", *sorted(per_ds["dataset"].unique().to_list())][: max_panels + 1]:
+        sub = table.filter(pl.col("scope") == scope)
+        series = {}
+        for name in _strategy_order(sub[lines].unique().to_list()):
+            s = sub.filter(pl.col(lines) == name).sort(x)
+            series[name] = (s[x].to_list(), s[spec.metric].to_list())
+        panels.append((scope, series))
+    fig = plots.line_panels(panels, x, spec.metric)
+    if slope_table is not None:
+        facts["slope_table"] = slope_table.to_dicts()
+    return Takeaway(spec, sentence, facts, table, fig)
+
+
+def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Strategy × dataset table of the best configuration's test score, with the baselines as rows."""
+    import polars as pl
+
+    _need(ctx, spec)
+    col = _col(spec)
+    b = ctx.best.filter(pl.col(col).is_not_null())
+    datasets = sorted(b["dataset"].unique().to_list())
+    models = sorted(b["model"].unique().to_list())
+    rows, labels, values = [], [], []
+    for model in models:
+        for strategy in _strategy_order(b.filter(pl.col("model") == model)["strategy"].to_list()):
+            row: dict[str, Any] = {"model": model, "strategy": strategy}
+            vals = []
+            for ds in datasets:
+                hit = b.filter(
+                    (pl.col("model") == model) & (pl.col("strategy") == strategy) & (pl.col("dataset") == ds)
+                )
+                v = hit[col][0] if hit.height else None
+                row[ds] = v
+                row[f"{ds} ci95"] = (
+                    hit[f"{spec.metric} ci95"][0] if hit.height and f"{spec.metric} ci95" in hit.columns else None
+                )
+                vals.append(v)
+            rows.append(row)
+            labels.append(strategy if len(models) == 1 else f"{model} / {strategy}")
+            values.append(vals)
+    table = pl.DataFrame(rows)
+    wins: dict[str, int] = {}
+    ft_wins = ft_n = 0
+    zs_gaps = []
+    for model in models:
+        mb = b.filter(pl.col("model") == model)
+        for ds in datasets:
+            d = mb.filter(pl.col("dataset") == ds)
+            prompt = d.filter(~pl.col("strategy").is_in(BASELINES))
+            if prompt.height:
+                top = prompt.sort(col, descending=True).row(0, named=True)
+                wins[top["strategy"]] = wins.get(top["strategy"], 0) + 1
+                ft = d.filter(pl.col("strategy") == "finetune")
+                if ft.height:
+                    ft_n += 1
+                    ft_wins += int(ft[col][0] > top[col])
+                zs = d.filter(pl.col("strategy") == "zero_shot")
+                if zs.height:
+                    zs_gaps.append(top[col] - zs[col][0])
+    n = sum(wins.values())
+    ranked = sorted(wins.items(), key=lambda kv: (-kv[1], kv[0]))
+    facts: dict[str, Any] = {
+        "metric": spec.metric,
+        "wins": dict(ranked),
+        "n_datasets": n,
+        "finetune_wins": ft_wins,
+        "finetune_n": ft_n,
+        "zero_shot_gap": sum(zs_gaps) / len(zs_gaps) if zs_gaps else None,
+    }
+    if not ranked:
+        raise Skip("no prompt-tuning strategy finished on any dataset")
+    winner, k = ranked[0]
+    facts.update(winner=winner, winner_n=k)
+    others = ", ".join(f"{s} on {c}" for s, c in ranked[1:])
+    sentence = f"{winner} is the best prompt tuning on {k} of {n} (model, dataset) pairs" + (
+        f" ({others})" if others else ""
+    )
+    if ft_n:
+        sentence += f"; end-to-end finetuning beats it on {ft_wins} of {ft_n}"
+    if zs_gaps:
+        sentence += f"; zero-shot trails it by {_fmt(facts['zero_shot_gap'])} {spec.metric} on average"
+    fig = plots.heatmap(labels, datasets, values, f"{spec.metric}: best configuration per cell (chosen on validation)")
+    return Takeaway(spec, sentence + ".", facts, table, fig)
+
+
+def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Medical vs natural: each strategy's mean over the datasets of each domain.
+
+    The winner of a domain is decided on the datasets where every prompt-tuning strategy of that domain finished
+    (a strategy missing its hardest dataset must not look better for it); ``n_<domain>`` says how many each
+    mean covers.
+    """
+    import polars as pl
+
+    _need(ctx, spec)
+    col = _col(spec)
+    b = ctx.best.filter(pl.col(col).is_not_null())
+    domains = sorted(b["domain"].unique().to_list(), key=lambda d: (d != "medical", d))
+    strategies = _strategy_order(b["strategy"].to_list())
+    prompt = [s for s in strategies if s not in BASELINES]
+    rows = {s: {"strategy": s} for s in strategies}
+    facts: dict[str, Any] = {"metric": spec.metric, "domains": domains}
+    parts = []
+    for dom in domains:
+        d = b.filter(pl.col("domain") == dom)
+        per = d.group_by("strategy").agg(pl.col(col).mean().alias("m"), pl.len().alias("n"))
+        for s, m, n in per.iter_rows():
+            rows[s][dom], rows[s][f"n_{dom}"] = m, n
+        present = d.filter(pl.col("strategy").is_in(prompt))
+        n_strat = present["strategy"].n_unique()
+        full = present.group_by(["model", "dataset"]).agg(pl.col("strategy").n_unique().alias("k"))
+        common = full.filter(pl.col("k") == n_strat).select("model", "dataset")
+        basis = present.join(common, on=["model", "dataset"]) if common.height else present
+        ranked = basis.group_by("strategy").agg(pl.col(col).mean().alias("m")).sort("m", descending=True)
+        if ranked.height:
+            top, value = ranked["strategy"][0], ranked["m"][0]
+            facts[f"best_{dom}"], facts[f"best_{dom}_value"] = top, value
+            facts[f"{dom}_common_datasets"] = common.height
+            parts.append(
+                f"on {dom} data {top} is the best prompt tuning ({_fmt(value)}, mean over "
+                f"{common.height or basis['dataset'].n_unique()} dataset(s) every strategy finished)"
+            )
+    if not parts:
+        raise Skip("no prompt-tuning strategy finished")
+    table = pl.DataFrame([rows[s] for s in strategies])
+    for dom in domains:
+        if dom not in table.columns:
+            table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias(dom))
+    table = table.select("strategy", *domains, *[c for c in table.columns if c.startswith("n_")])
+    if {"medical", "natural"} <= set(domains):
+        table = table.with_columns((pl.col("medical") - pl.col("natural")).alias("medical - natural"))
+        gaps = table.filter(pl.col("strategy").is_in(prompt) & pl.col("medical - natural").is_not_null())
+        if gaps.height:
+            worst = gaps.sort("medical - natural").row(0, named=True)
+            facts.update(largest_drop=worst["strategy"], largest_drop_value=worst["medical - natural"])
+            parts.append(f"{worst['strategy']} loses most on medical data ({_fmt(worst['medical - natural'], True)})")
+    else:
+        parts.append(f"this study has only {domains[0]} datasets")
+    sentence = "; ".join(parts) + "."
+    sentence = sentence[0].upper() + sentence[1:]
+    series = {dom: table[dom].to_list() for dom in domains}
+    fig = plots.grouped_bars(table["strategy"].to_list(), series, spec.metric, "Medical vs natural datasets")
+    return Takeaway(spec, sentence, facts, table, fig)
+
+
+def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Unimodal (text, visual) vs multimodal: the best strategy of each family per dataset (chosen on validation)."""
+    import polars as pl
+
+    _need(ctx, spec)
+    col = _col(spec)
+    ref = spec.options.get("reference", "multimodal")
+    tol = float(spec.options.get("tolerance", 0.01))
+    b = ctx.best.filter(pl.col(col).is_not_null() & (pl.col("towers") != "baseline"))
+    fam = (
+        b.sort("objective", descending=ctx.mode == "max")
+        .group_by(["model", "dataset", "towers"], maintain_order=True)
+        .first()
+        .select("model", "dataset", "towers", "strategy", col)
+    )
+    families = [f for f in ("unimodal text", "unimodal visual", "multimodal") if f in fam["towers"].to_list()]
+    if ref not in families:
+        raise Skip(f"no {ref} strategy finished")
+    table = fam.pivot(on="towers", index=["model", "dataset"], values=col).sort(["model", "dataset"])
+    facts: dict[str, Any] = {"metric": spec.metric, "tolerance": tol, "reference": ref}
+    parts = []
+    for f in families:
+        if f == ref:
+            continue
+        both = table.filter(pl.col(f).is_not_null() & pl.col(ref).is_not_null())
+        gap = (both[ref] - both[f]).to_list()
+        within = sum(g <= tol for g in gap)
+        key = f.split()[-1]
+        facts[f"{key}_within"], facts[f"{key}_n"] = within, both.height
+        facts[f"{key}_mean_gap"] = sum(gap) / len(gap) if gap else None
+        label = {"unimodal visual": "visual prompt tuning", "unimodal text": "textual prompt tuning"}.get(f, f)
+        parts.append(
+            f"{label} is within {tol:g} {spec.metric} of {ref} on {within} of {both.height} "
+            f"datasets (mean gap {_fmt(facts[f'{key}_mean_gap'], True)})"
+        )
+    if not parts:
+        raise Skip("no unimodal strategy finished")
+    sentence = "; ".join(parts) + "."
+    sentence = sentence[0].upper() + sentence[1:]
+    groups = [d if table["model"].n_unique() == 1 else f"{m}/{d}" for m, d in zip(table["model"], table["dataset"])]
+    fig = plots.grouped_bars(groups, {f: table[f].to_list() for f in families}, spec.metric, "Unimodal vs multimodal")
+    return Takeaway(spec, sentence, facts, table, fig)
+
+
+def importance(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Hyperparameter importance over the conditional space: ω² within each cell where the parameter is active.
+
+    For each (model, dataset, strategy) cell and each parameter that takes two or more values there, the share of
+    the variance of the configurations' score (seeds averaged) explained by the parameter's levels (numbers in up
+    to ``max_levels`` quantile bins) is estimated with ω² (bias-corrected, ≈ 0 for a parameter that does not
+    matter). A parameter's importance is the mean over the cells where it is active, weighted by their number of
+    configurations; cells of strategies that do not take it contribute nothing (rather than a misleading zero).
+    """
+    import numpy as np
+    import polars as pl
+
+    if ctx.cfg.height == 0:
+        raise Skip("no finished trials yet")
+    use_objective = spec.options.get("on", "objective") == "objective"
+    score = "objective" if use_objective else _col(spec)
+    if score not in ctx.cfg.columns:
+        raise Skip(f"no trial reports {spec.metric}")
+    max_levels = int(spec.options.get("max_levels", 4))
+    negligible = float(spec.options.get("negligible", 0.01))
+    min_configs = int(spec.options.get("min_configs", 8))
+    params = [p for p in param_columns(ctx.cfg) if p not in ("n_seeds", "sample_index", "trial_ids", "objective")]
+    params = [p for p in params if not p.endswith((" mean", " std", " ci95"))]
+    acc: dict[str, list[tuple[float, int, str]]] = {p: [] for p in params}
+    for _, cell in ctx.cfg.group_by(list(CELL)):
+        cell = cell.filter(pl.col(score).is_not_null() & pl.col(score).is_not_nan())
+        if cell.height < min_configs:
+            continue
+        y = cell[score].to_numpy().astype(float)
+        for p in params:
+            vals = cell[p].to_list()
+            if all(v is None for v in vals) or len({str(v) for v in vals}) < 2:
+                continue
+            w = omega_squared(levels_of(vals, max_levels), y, clip=False)
+            if w is not None:
+                acc[p].append((w, len(y), cell["strategy"][0]))
+    rows = []
+    for p, items in acc.items():
+        if not items:
+            continue
+        weights = np.array([n for _, n, _ in items], float)
+        vals = np.array([w for w, _, _ in items], float)
+        rows.append(
+            {
+                "parameter": p,
+                "importance": max(0.0, float((vals * weights).sum() / weights.sum())),
+                "cells": len(items),
+                "strategies": ",".join(sorted({s for _, _, s in items})),
+            }
+        )
+    if not rows:
+        raise Skip(f"no cell has {min_configs} finished configurations with a parameter taking two values")
+    table = pl.DataFrame(rows).sort("importance", descending=True)
+    ranking = table["parameter"].to_list()
+    small = table.filter(pl.col("importance") < negligible)["parameter"].to_list()
+    target = ctx.objective if use_objective else spec.metric
+    facts = {
+        "ranking": ranking,
+        "top": ranking[0],
+        "top_value": table["importance"][0],
+        "negligible": small,
+        "method": "omega-squared within cells",
+        "score": target,
+    }
+    n_cells = int(table["cells"].max())
+    sentence = (
+        f"{ranking[0]} matters most (ω² {_fmt(table['importance'][0])} of the variance of {target} within a cell, "
+        f"over {n_cells} cell{'s' if n_cells != 1 else ''})"
+    )
+    rest = [(p, v) for p, v in zip(ranking[1:], table["importance"][1:]) if v >= negligible][:3]
+    if rest:
+        sentence += "; then " + ", ".join(f"{p} ({_fmt(v)})" for p, v in rest)
+    if small:
+        sentence += f"; {', '.join(small)} explain{'s' if len(small) == 1 else ''} almost nothing (ω² < {negligible:g})"
+    fig = plots.barh(ranking, table["importance"].to_list(), f"ω² (variance of {target} explained)", spec.title)
+    return Takeaway(spec, sentence + ".", facts, table, fig)
+
+
+def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Effect of one (categorical or boolean) parameter: best configuration per level and cell, differences paired
+    within cells against a reference level."""
+    import polars as pl
+
+    _need(ctx, spec)
+    p = spec.options["param"]
+    col = _col(spec)
+    if p not in ctx.cfg.columns:
+        raise Skip(f"the study has no parameter {p}")
+    cfg = ctx.cfg.with_columns(pl.col(p).cast(pl.String).fill_null("null").alias("_level"))
+    active = ctx.cfg.filter(pl.col(p).is_not_null())["strategy"].unique().to_list()
+    cfg = cfg.filter(pl.col("strategy").is_in(active))
+    lv = per_level(ctx, cfg, "_level", col, spec.options.get("select", "mean")).filter(pl.col(col).is_not_null())
+    varied = lv.group_by(list(CELL)).agg(pl.col("_level").n_unique().alias("k")).filter(pl.col("k") >= 2)
+    if varied.height == 0:
+        raise Skip(f"the study did not vary {p}")
+    lv = lv.join(varied.select(CELL), on=list(CELL))
+    levels = sorted(lv["_level"].unique().to_list())
+    ref = str(spec.options.get("reference", "false" if "false" in levels else levels[0]))
+    if ref not in levels:
+        raise Skip(f"reference level {ref!r} of {p} never finished")
+    base = lv.filter(pl.col("_level") == ref).select(*CELL, pl.col(col).alias("_ref"))
+    paired = lv.join(base, on=list(CELL)).with_columns((pl.col(col) - pl.col("_ref")).alias("diff"))
+    table = (
+        paired.group_by(["strategy", "_level"])
+        .agg(
+            pl.col(col).mean().alias(spec.metric),
+            pl.col("diff").mean().alias(f"vs {ref}"),
+            (pl.col("diff") > 0).sum().alias("cells better"),
+            pl.len().alias("cells"),
+        )
+        .rename({"_level": p})
+        .sort(["strategy", p])
+    )
+    facts: dict[str, Any] = {"param": p, "reference": ref, "metric": spec.metric}
+    parts = []
+    for level in levels:
+        if level == ref:
+            continue
+        d = paired.filter(pl.col("_level") == level)
+        mean = d["diff"].mean()
+        better = int((d["diff"] > 0).sum())
+        facts[f"{level}_diff"], facts[f"{level}_better"], facts[f"{level}_cells"] = mean, better, d.height
+        parts.append(
+            f"{p}={level} vs {ref}: {_fmt(mean, True)} {spec.metric} on average "
+            f"(better in {better} of {d.height} cells)"
+        )
+    sentence = "; ".join(parts) + "."
+    strategies = _strategy_order(table["strategy"].to_list())
+    series = {}
+    for level in levels:
+        s = table.filter(pl.col(p) == level)
+        m = dict(zip(s["strategy"], s[spec.metric]))
+        series[f"{p}={level}"] = [m.get(st) for st in strategies]
+    fig = plots.grouped_bars(strategies, series, spec.metric, spec.title)
+    return Takeaway(spec, sentence, facts, table, fig)
+
+
+# name -> (function, required options, optional options)
+KINDS: dict[str, tuple[Callable[[Context, TakeawaySpec], Takeaway], set[str], set[str]]] = {
+    "trend": (trend, {"x"}, {"lines", "min_effect", "max_panels", "select"}),
+    "matrix": (matrix, set(), set()),
+    "domain": (domain, set(), set()),
+    "towers": (towers, set(), {"reference", "tolerance"}),
+    "importance": (importance, set(), {"on", "max_levels", "negligible", "min_configs"}),
+    "effect": (effect, {"param"}, {"reference", "select"}),
+}
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+
+
+def parse(data: Any, source: str, where: Callable[[tuple], str] = lambda p: "") -> TakeawaySpec:
+    """A validated spec from plain data; errors name the file (and line:col when known)."""
+
+    def fail(path: tuple, msg: str) -> VlsmBatchError:
+        return VlsmBatchError(f"{source}{where(path)}: {'.'.join(map(str, path)) or 'takeaway'}: {msg}")
+
+    if not isinstance(data, dict):
+        raise fail((), "must be a mapping with at least 'name' and 'kind'")
+    for key in ("name", "kind"):
+        if not isinstance(data.get(key), str):
+            raise fail((key,), "required (a string)")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", data["name"]):
+        raise fail(("name",), "letters, digits, _ and - only")
+    if data["kind"] not in KINDS:
+        raise fail(("kind",), f"unknown kind; valid: {', '.join(KINDS)}")
+    _, required, optional = KINDS[data["kind"]]
+    for key in data:
+        if key not in COMMON | required | optional:
+            raise fail(
+                (key,), f"unknown key for kind {data['kind']}; valid: {', '.join(sorted(COMMON | required | optional))}"
+            )
+    for key in required:
+        if key not in data:
+            raise fail((key,), f"required for kind {data['kind']}")
+    if "sentence" in data and not isinstance(data["sentence"], str):
+        raise fail(("sentence",), "must be a string")
+    return TakeawaySpec(
+        name=data["name"],
+        kind=data["kind"],
+        title=str(data.get("title", data["name"])),
+        options={k: v for k, v in data.items() if k in required | optional},
+        order=int(data.get("order", 100)),
+        metric=str(data.get("metric", "test/dice")),
+        sentence=data.get("sentence"),
+        description=str(data.get("description", "")),
+        source=source,
+    )
+
+
+def load_file(path: Path) -> TakeawaySpec:
+    from ..spec.yamlsafe import read_yaml
+
+    text = path.read_text(encoding="utf-8")
+    doc = read_yaml(text, str(path))
+
+    def where(p: tuple) -> str:
+        line, col = doc.where(p, key=True)
+        return f":{line}:{col}"
+
+    return parse(doc.data, str(path), where)
+
+
+def load(extra: list[Path] | None = None, builtin: bool = True) -> list[TakeawaySpec]:
+    """Built-in takeaways, then those under ``extra`` (files or folders of ``*.yaml``); later names win."""
+    files: list[Path] = sorted(BUILTIN_DIR.glob("*.yaml")) if builtin else []
+    for p in extra or []:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise VlsmBatchError(f"--takeaways {p}: no such file or folder")
+    specs: dict[str, TakeawaySpec] = {}
+    for f in files:
+        s = load_file(f)
+        specs[s.name] = s
+    return sorted(specs.values(), key=lambda s: (s.order, s.name))
+
+
+class _Facts(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "?}"
+
+
+def compute(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    fn = KINDS[spec.kind][0]
+    try:
+        out = fn(ctx, spec)
+    except Skip as why:
+        return Takeaway(spec, skipped=str(why))
+    if spec.sentence:
+        facts = _Facts({k: (_fmt(v) if isinstance(v, float) else v) for k, v in out.facts.items()})
+        try:
+            out.sentence = spec.sentence.format_map(facts)
+        except (ValueError, IndexError, AttributeError, KeyError) as exc:
+            out.sentence = f"(sentence template error: {exc}) {out.sentence}"
+    return out
