@@ -172,9 +172,11 @@ def test_decode_split_binarises_soft_masks_once(tmp_path: Path) -> None:
 
     cache = decode_split(read_split(tmp_path, "test"), size=16, keep_original=True)
     assert cache.images.shape == (1, 3, 16, 16) and cache.images.dtype == torch.uint8
-    assert cache.masks.shape == (1, 1, 16, 16) and set(cache.masks.unique().tolist()) == {0, 1}
-    assert cache.original_masks is not None
-    orig = cache.original_masks[0].unpack()
+    images, masks = cache.gather(torch.tensor([0]))
+    assert images.shape == (1, 3, 16, 16) and (images == 200).all()
+    assert masks.shape == (1, 1, 16, 16) and set(masks.unique().tolist()) == {0, 1}
+    assert not masks[0, 0, :, :6].any() and masks[0, 0, :, 7:].all()
+    orig = cache.original_masks([0])[0]
     assert orig.shape == (30, 50) and orig.dtype == torch.bool
     assert not orig[:, :20].any() and orig[:, 20:].all()
 
@@ -188,8 +190,8 @@ def test_prompt_tokens_pad_to_longest_in_batch() -> None:
     assert ids.shape == (1, 7) and ids[0, -1].item() == 2
 
 
-def test_loaders_batch_from_memory(synth: Path) -> None:
-    data = SegmentationData(synth, fixed_tokenize, 32, MEAN, STD, batch_size=8, prompt_key="p2")
+def test_loaders_batch_from_memory(synth: Path, tmp_path: Path) -> None:
+    data = SegmentationData(synth, fixed_tokenize, 32, MEAN, STD, batch_size=8, prompt_key="p2", cache_root=tmp_path)
     assert (data.size("train"), data.size("val"), data.size("test")) == (48, 16, 16)
     batch = next(iter(data.eval_loader("test", with_original=True)))
     assert batch["pixel_values"].shape == (8, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
@@ -263,3 +265,11 @@ def test_zero_magnitude_affine_is_exact_identity() -> None:
     plain = BatchTransform(MEAN, STD)(dict(batch), training=False)
     torch.testing.assert_close(out["pixel_values"], plain["pixel_values"], atol=1e-5, rtol=0)
     torch.testing.assert_close(out["mask"], batch["mask"])
+
+
+def test_affine_grid_matches_torch() -> None:
+    from vlsm_batch.training.data import _affine_grid
+
+    theta = torch.tensor([[[0.99, -0.08, 0.03], [0.08, 1.01, -0.02]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    expected = torch.nn.functional.affine_grid(theta, [2, 3, 7, 9], align_corners=False)
+    torch.testing.assert_close(_affine_grid(theta, 7, 9), expected)

@@ -46,9 +46,22 @@ def choose_prompt(options: tuple[str, ...], training: bool, rng: random.Random |
     return options[0]
 
 
-def read_split(root: Path, split: str, prompt_key: str = "p1", check_files: bool = True) -> list[Sample]:
-    """The samples of ``anns/<split>.json`` with absolute paths; raises DatasetLayoutError naming what is missing."""
+def read_split(
+    root: Path,
+    split: str,
+    prompt_key: str = "p1",
+    check_files: bool = True,
+    images: Path | None = None,
+    masks: Path | None = None,
+) -> list[Sample]:
+    """The samples of ``anns/<split>.json`` with absolute paths; raises DatasetLayoutError naming what is missing.
+
+    ``images``/``masks``: the folders the names are relative to (default ``<root>/images``, ``<root>/masks``;
+    CAMUS keeps one pair of folders per split).
+    """
     root = Path(root)
+    images = Path(images) if images is not None else root / "images"
+    masks = Path(masks) if masks is not None else root / "masks"
     ann = root / "anns" / f"{split}.json"
     if not ann.is_file():
         what = "dataset folder" if not root.is_dir() else "annotation file"
@@ -60,25 +73,29 @@ def read_split(root: Path, split: str, prompt_key: str = "p1", check_files: bool
     if not isinstance(entries, list):
         raise DatasetLayoutError(f"{ann}: expected a list of samples, got {type(entries).__name__}; {LAYOUT_HELP}")
 
-    samples = [_sample(root, ann, i, entry, prompt_key) for i, entry in enumerate(entries)]
+    samples = [_sample(images, masks, ann, i, entry, prompt_key) for i, entry in enumerate(entries)]
     if check_files:
         _check_files(root, ann, samples)
     return samples
 
 
-def _sample(root: Path, ann: Path, i: int, entry: object, prompt_key: str) -> Sample:
+def _sample(images: Path, masks: Path, ann: Path, i: int, entry: object, prompt_key: str) -> Sample:
     if not isinstance(entry, dict) or not {"img_name", "mask_name", "prompts"} <= entry.keys():
         raise DatasetLayoutError(f"{ann}: sample {i} lacks img_name, mask_name or prompts; {LAYOUT_HELP}")
     prompts = entry["prompts"]
+    if not isinstance(prompts, dict):
+        raise DatasetLayoutError(f"{ann}: sample {i} ({entry['img_name']}): prompts is not a mapping; {LAYOUT_HELP}")
     if prompt_key not in prompts:
         raise DatasetLayoutError(
             f"{ann}: sample {i} ({entry['img_name']}) has no prompt {prompt_key!r}; it has {sorted(prompts)}"
         )
     value = prompts[prompt_key]
+    if not isinstance(value, (str, list)):
+        raise DatasetLayoutError(f"{ann}: sample {i} ({entry['img_name']}): prompt {prompt_key!r} is not text")
     options = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
     if not options:
         raise DatasetLayoutError(f"{ann}: sample {i} ({entry['img_name']}): prompt {prompt_key!r} is an empty list")
-    return Sample(root / "images" / entry["img_name"], root / "masks" / entry["mask_name"], options)
+    return Sample(images / entry["img_name"], masks / entry["mask_name"], options)
 
 
 def _check_files(root: Path, ann: Path, samples: list[Sample]) -> None:

@@ -1,89 +1,121 @@
-"""Data for one trial: decode and resize every image once, then batch from memory and augment on the device.
+"""Data for one trial: every split decoded and resized once into a disk cache, loaded to the device once, batched
+by indexing and augmented on the device.
 
-A trial must be limited by the model's arithmetic, not by JPEG decoding, so each split is decoded once into uint8
-tensors at model resolution; augmentation (affine, brightness/contrast) and normalisation run on whole batches
-after they reach the device. Test and validation keep their original-resolution masks for the final metrics.
+A trial must be limited by the model's arithmetic, not by JPEG decoding. ``datasets.cache`` decodes each
+(dataset, split, image size) once into memory-mappable uint8 arrays shared by every trial and array task; here a
+split's arrays go to the device in one copy (images once per distinct image, masks as packed bits), a batch is an
+index gather plus an on-device bit unpack, and augmentation (affine, brightness/contrast) and normalisation run on
+whole batches. Evaluation splits keep their original-resolution masks (host memory-map) for the final metrics.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..datasets.medvlsm import Sample, choose_prompt, read_split
+from ..datasets import DatasetInfo
+from ..datasets.cache import SplitArrays, build_arrays, cached_split
+from ..datasets.medvlsm import Sample, choose_prompt
+from ..datasets.readers import SPLITS, read_samples
 
 Tokenize = Callable[[list[str]], dict[str, Any]]
 Batch = dict[str, Any]
+DEVICE_SHARE = 0.4  # a split set goes to the GPU only if it needs at most this share of its free memory
 
 
-@dataclass(frozen=True)
-class PackedMask:
-    """A binary mask at its original resolution, one bit per pixel: evaluation needs them for whole splits,
-    and some datasets' masks are large (CheXlocalize's are about 2,500 px a side, 6 MB each as bytes)."""
+_BITS = torch.tensor([[(v >> (7 - k)) & 1 for k in range(8)] for v in range(256)], dtype=torch.float32)
+_BITS_ON: dict[torch.device, Tensor] = {}
 
-    shape: tuple[int, int]
-    bits: np.ndarray
 
-    @classmethod
-    def pack(cls, mask: np.ndarray) -> PackedMask:
-        return cls((int(mask.shape[0]), int(mask.shape[1])), np.packbits(mask.ravel()))
+def unpack_masks(packed: Tensor, size: int) -> Tensor:
+    """(B, ceil(S*S/8)) uint8 packed bits (numpy's big-endian bit order) -> (B, 1, S, S) float 0/1, on its device.
 
-    def unpack(self) -> Tensor:
-        """(H, W) bool."""
-        flat = np.unpackbits(self.bits, count=self.shape[0] * self.shape[1])
-        return torch.from_numpy(flat.reshape(self.shape).astype(bool))
+    One table lookup per byte (a 256 x 8 float table): a single pass that writes the float masks directly.
+    """
+    table = _BITS_ON.get(packed.device)
+    if table is None:
+        table = _BITS_ON[packed.device] = _BITS.to(packed.device)
+    bits = table[packed.long()].reshape(packed.shape[0], -1)
+    if bits.shape[1] != size * size:
+        bits = bits[:, : size * size]
+    return bits.reshape(-1, 1, size, size)
 
 
 @dataclass
-class SplitCache:
-    """A decoded split: images (N, 3, S, S) uint8, masks (N, 1, S, S) uint8 0/1 at model resolution."""
+class SplitTensors:
+    """A decoded split as tensors: ``images`` (n_images, 3, S, S) uint8, ``image_index`` (n,) long, ``masks``
+    (n, ceil(S*S/8)) uint8 packed bits; ``arrays`` keeps the host-side original-resolution masks."""
 
+    size: int
     images: Tensor
+    image_index: Tensor
     masks: Tensor
     prompts: list[tuple[str, ...]]
-    original_masks: list[PackedMask] | None  # per sample, kept for evaluation splits
+    arrays: SplitArrays
+
+    @classmethod
+    def from_arrays(cls, arrays: SplitArrays, prompts: list[tuple[str, ...]]) -> SplitTensors:
+        # one copy out of the memory map (np.array), so the tensors own their memory
+        images = torch.from_numpy(_owned(arrays.images))
+        masks = torch.from_numpy(_owned(arrays.masks))
+        index = torch.from_numpy(_owned(arrays.image_index)).long()
+        return cls(arrays.size, images, index, masks, prompts, arrays)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.images, self.image_index, self.masks))
+
+    def to(self, device: torch.device | str) -> SplitTensors:
+        return SplitTensors(
+            self.size,
+            self.images.to(device),
+            self.image_index.to(device),
+            self.masks.to(device),
+            self.prompts,
+            self.arrays,
+        )
+
+    def pin_memory(self) -> SplitTensors:
+        return SplitTensors(
+            self.size,
+            self.images.pin_memory(),
+            self.image_index,
+            self.masks.pin_memory(),
+            self.prompts,
+            self.arrays,
+        )
+
+    def gather(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 images (B, 3, S, S) and float masks (B, 1, S, S) of the samples ``indices``, on this split's device."""
+        idx = indices.to(self.masks.device)
+        return self.images[self.image_index[idx]], unpack_masks(self.masks[idx], self.size)
+
+    def original_masks(self, indices: Sequence[int]) -> list[Tensor]:
+        """(H, W) bool masks at the original resolution (host)."""
+        return [torch.from_numpy(self.arrays.original(i)) for i in indices]
 
 
-def decode_split(samples: Sequence[Sample], size: int, keep_original: bool, threads: int | None = None) -> SplitCache:
-    """Decode and resize (bicubic) every image once; masks are binarised at 0.5 once, then resized.
+def _owned(a: Any) -> Any:
+    import numpy as np
 
-    Masks are resized bilinearly and thresholded at 0.5 again (a smoother edge than nearest neighbour).
-    """
-    threads = threads or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding and resizing
-        decoded = list(pool.map(lambda s: _decode(s, size, keep_original), samples))
-    n = len(samples)
-    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    masks = torch.empty((n, 1, size, size), dtype=torch.uint8)
-    originals: list[PackedMask] = []
-    for i, (img, msk, orig) in enumerate(decoded):
-        images[i] = torch.from_numpy(img).permute(2, 0, 1)
-        masks[i, 0] = torch.from_numpy(msk)
-        if orig is not None:
-            originals.append(orig)
-    return SplitCache(images, masks, [s.prompts for s in samples], originals if keep_original else None)
+    return np.array(a, copy=True)
 
 
-def _decode(sample: Sample, size: int, keep_original: bool) -> tuple[np.ndarray, np.ndarray, PackedMask | None]:
-    with Image.open(sample.image) as im:
-        image = np.array(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
-    with Image.open(sample.mask) as m:
-        binary = np.asarray(m.convert("L")) > 127  # value / 255 > 0.5
-    small = Image.fromarray(binary.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BILINEAR)
-    mask = (np.asarray(small) > 127).astype(np.uint8)
-    return image, mask, (PackedMask.pack(binary) if keep_original else None)
+def decode_split(samples: Sequence[Sample], size: int, keep_original: bool, threads: int | None = None) -> SplitTensors:
+    """Decode a split in memory (no disk cache): bicubic images, masks binarised at 0.5 once, then resized."""
+    arrays = build_arrays(samples, size, keep_original, out=None, threads=threads)
+    return SplitTensors.from_arrays(arrays, [s.prompts for s in samples])
 
 
 class PromptTokens:
@@ -124,9 +156,12 @@ class _Indices(Dataset):
 
 
 class Collate:
-    """Gathers a batch of indices: uint8 images, float masks, prompt tokens (and original masks for evaluation)."""
+    """Gathers a batch of indices: uint8 images, float masks, prompt tokens (and original masks for evaluation).
 
-    def __init__(self, cache: SplitCache, tokens: PromptTokens, training: bool, with_original: bool):
+    The images and masks come from ``cache`` on its device (no per-sample work); prompts and tokens are on the host.
+    """
+
+    def __init__(self, cache: SplitTensors, tokens: PromptTokens, training: bool, with_original: bool):
         self.cache, self.tokens, self.training, self.with_original = cache, tokens, training, with_original
 
     def __call__(self, indices: list[int]) -> Batch:
@@ -134,16 +169,16 @@ class Collate:
         # Training draws one option of a list-valued prompt per sample and epoch; evaluation takes the first.
         prompts = [choose_prompt(self.cache.prompts[i], self.training) for i in indices]
         input_ids, attention_mask = self.tokens(prompts)
+        images, masks = self.cache.gather(idx)
         batch: Batch = {
             "index": idx,
-            "pixel_values": self.cache.images[idx],
-            "mask": self.cache.masks[idx].float(),
+            "pixel_values": images,
+            "mask": masks,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
         }
         if self.with_original:
-            assert self.cache.original_masks is not None
-            batch["original_masks"] = [self.cache.original_masks[i].unpack() for i in indices]
+            batch["original_masks"] = self.cache.original_masks(indices)
         return batch
 
 
@@ -174,12 +209,15 @@ class BatchTransform:
         self.brightness, self.contrast = brightness, contrast
 
     def __call__(self, batch: Batch, training: bool, generator: torch.Generator | None = None) -> Batch:
-        x, mask = batch["pixel_values"].float() / 255.0, batch["mask"]
+        pixels, mask = batch["pixel_values"], batch["mask"]
+        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
+        # x is this call's own float copy on the 0-255 scale: the augmentations write the selected samples in
+        # place, then one scale and one shift normalise the whole batch (x / 255 - mean) / std, in place.
+        x = pixels.float() if pixels.dtype != torch.float32 else pixels.clone()
         if training:
             x, mask = self._affine(x, mask, generator)
             x = self._color(x, generator)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return {**batch, "pixel_values": (x - mean) / std, "mask": mask}
+        return {**batch, "pixel_values": x.mul_(1.0 / (255.0 * std)).sub_(mean / std), "mask": mask}
 
     def _pick(self, n: int, p: float, device: torch.device, generator: torch.Generator | None) -> Tensor:
         if p <= 0:
@@ -201,12 +239,12 @@ class BatchTransform:
         forward[:, 1, 0], forward[:, 1, 1], forward[:, 1, 2] = sin, cos, t[:, 1]
         forward[:, 2, 2] = 1
         theta = torch.linalg.inv(forward)[:, :2]  # grid_sample maps output pixels back to input pixels
-        grid = F.affine_grid(theta, list(x[sel].shape), align_corners=False)
+        grid = _affine_grid(theta, x.shape[-2], x.shape[-1])
         warped = F.grid_sample(x[sel], grid, mode="bicubic", padding_mode="border", align_corners=False)
         warped_mask = F.grid_sample(mask[sel], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        x, mask = x.clone(), mask.clone()
-        x[sel] = warped.clamp(0, 1)
-        mask[sel] = (warped_mask > 0.5).to(mask.dtype)
+        x[sel] = warped.clamp_(0, 255)
+        # out of place: the caller's mask is not ours to change
+        mask = mask.index_copy(0, sel, (warped_mask > 0.5).to(mask.dtype))
         return x, mask
 
     def _color(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -215,10 +253,21 @@ class BatchTransform:
             return x
         k, dev = sel.numel(), x.device
         alpha = 1 + (_rand(k, dev, generator) * 2 - 1) * self.contrast
-        beta = (_rand(k, dev, generator) * 2 - 1) * self.brightness  # relative to the maximum value (1.0)
-        x = x.clone()
-        x[sel] = (x[sel] * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp(0, 1)
+        beta = (_rand(k, dev, generator) * 2 - 1) * self.brightness * 255  # relative to the maximum value
+        x[sel] = (x[sel] * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp_(0, 255)
         return x
+
+
+def _affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
+    """``F.affine_grid(theta, (k, C, h, w), align_corners=False)`` by broadcasting (k x h x w multiply-adds)
+    instead of a batched matrix product over every pixel, which is several times slower on a CPU."""
+    dev, dt = theta.device, theta.dtype
+    xs = ((torch.arange(w, device=dev, dtype=dt) * 2 + 1) / w - 1).view(1, 1, w)  # pixel centres in [-1, 1]
+    ys = ((torch.arange(h, device=dev, dtype=dt) * 2 + 1) / h - 1).view(1, h, 1)
+    t = theta.view(-1, 2, 3, 1, 1)
+    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2]
+    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2]
+    return torch.stack((gx, gy), dim=-1)
 
 
 def _rand(shape: int | tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -227,8 +276,18 @@ def _rand(shape: int | tuple[int, ...], device: torch.device, generator: torch.G
     return torch.rand(shape, device=device)
 
 
+def _medvlsm(root: Path) -> DatasetInfo:
+    return DatasetInfo(root.name, root.name, "medvlsm", "medical", "unknown", None)
+
+
 class SegmentationData:
-    """The three splits of a medvlsm-layout dataset, decoded once at the model's resolution."""
+    """The three splits of a dataset, decoded once (disk cache) at the model's resolution, kept on ``device``.
+
+    ``dataset`` gives the layout (default: medvlsm); ``prompt_key`` overrides its prompt key. ``use_cache=False``
+    decodes in memory without writing a cache entry. ``device``: where the decoded splits live (default CPU); a CUDA
+    device is used only when the splits take at most ``DEVICE_SHARE`` of its free memory, otherwise the splits
+    stay in pinned host memory and each batch is copied over.
+    """
 
     def __init__(
         self,
@@ -239,18 +298,48 @@ class SegmentationData:
         image_std: Sequence[float],
         batch_size: int,
         num_workers: int = 0,
-        prompt_key: str = "p1",
+        prompt_key: str | None = None,
         pin_memory: bool = False,
+        *,
+        dataset: DatasetInfo | None = None,
+        cache_root: Path | None = None,
+        use_cache: bool = True,
+        device: torch.device | str | None = None,
+        threads: int | None = None,
     ):
         self.root, self.batch_size, self.num_workers, self.pin_memory = Path(root), batch_size, num_workers, pin_memory
+        self.dataset = dataset or _medvlsm(self.root)
         self.transform = BatchTransform(image_mean, image_std)
-        self.samples = {split: read_split(self.root, split, prompt_key) for split in ("train", "val", "test")}
-        self.splits = {
-            split: decode_split(samples, image_size, keep_original=split != "train")
-            for split, samples in self.samples.items()
-        }
+        self.samples = {split: read_samples(self.dataset, self.root, split, prompt_key) for split in SPLITS}
+        self.splits: dict[str, SplitTensors] = {}
+        for split, samples in self.samples.items():
+            keep = split != "train"
+            if use_cache:
+                arrays = cached_split(samples, image_size, keep, self.root, split, cache_root, threads)
+            else:
+                arrays = build_arrays(samples, image_size, keep, threads=threads)
+            self.splits[split] = SplitTensors.from_arrays(arrays, [s.prompts for s in samples])
+        self.device = self._place(torch.device(device) if device is not None else torch.device("cpu"))
         every_prompt = [p for cache in self.splits.values() for opts in cache.prompts for p in opts]
         self.tokens = PromptTokens(tokenize, every_prompt)
+
+    def _place(self, device: torch.device) -> torch.device:
+        """Move the splits to ``device`` once (if they fit); returns where they are."""
+        if device.type == "cuda":
+            needed = sum(s.nbytes for s in self.splits.values())
+            free, _total = torch.cuda.mem_get_info(device)
+            if needed > DEVICE_SHARE * free:
+                print(
+                    f"note: decoded data ({needed / 2**30:.1f} GiB) kept in pinned host memory, "
+                    f"{free / 2**30:.1f} GiB free on {device}",
+                    flush=True,
+                )
+                self.splits = {k: v.pin_memory() for k, v in self.splits.items()}
+                return torch.device("cpu")
+        if device.type != "cpu":
+            self.splits = {k: v.to(device) for k, v in self.splits.items()}
+            self.num_workers, self.pin_memory = 0, False  # device tensors: no worker processes, nothing to pin
+        return device
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.samples.values())
@@ -268,7 +357,7 @@ class SegmentationData:
     def _loader(self, split: str, training: bool, with_original: bool) -> DataLoader:
         cache = self.splits[split]
         return DataLoader(
-            _Indices(len(cache.prompts)),
+            _Indices(len(cache)),
             batch_size=self.batch_size,
             shuffle=training,
             collate_fn=Collate(cache, self.tokens, training, with_original),

@@ -1,0 +1,80 @@
+"""``vlsm-batch data prepare|verify`` (registered by ``cli.COMMAND_MODULES``; PIL/numpy only, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("VLSM_DATA") or "data")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import DATASETS, get_dataset
+    from .synthetic import ensure_synthetic
+    from .verify import format_reports, verify_dataset
+
+    data_root = Path(args.data_root) if args.data_root else default_data_root()
+    names = args.names or [n for n in DATASETS if (data_root / get_dataset(n).folder).is_dir()]
+    if not names:
+        print(f"no registered dataset found under {data_root}; name one to see what is missing", file=sys.stderr)
+        return 1
+    reports = []
+    for name in names:
+        info = get_dataset(name)
+        root = ensure_synthetic(data_root) if info.generated else data_root / info.folder
+        reports.append(verify_dataset(info, root, quick=args.quick, prompt_key=args.prompt_key))
+    print(f"data root: {data_root.absolute()}", flush=True)
+    print(format_reports(reports), flush=True)
+    bad = [r.name for r in reports if not r.ok]
+    if bad:
+        print(f"problems in {len(bad)} dataset(s): {', '.join(bad)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    manifest = prepare(args.name, Path(args.source), Path(args.dest), args.val_fraction, progress=True)
+    counts: Any = manifest["counts"]
+    for split, c in counts.items():
+        print(f"{split}: {c['images']} images, {c['samples']} (image, class) samples", flush=True)
+    print(f"wrote {Path(args.dest).absolute()}", flush=True)
+    return 0
+
+
+PREPARE_RECIPES = ("cityscapes", "voc2012")  # = prepare.RECIPES (not imported here: the parser stays light)
+
+
+def add_commands(sub: Any) -> None:
+    data = sub.add_parser("data", help="prepare and verify datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    s = dsub.add_parser(
+        "prepare",
+        help="official VOC 2012 / Cityscapes downloads -> one binary mask per (image, class)",
+        description="Writes images/<split>/ and annotations/<split>/<class>/ (training, validation, test: test is "
+        "the official val split, validation a deterministic part of the official train split) and prepared.json.",
+    )
+    s.add_argument("name", choices=PREPARE_RECIPES, help="dataset to prepare")
+    s.add_argument("--from", dest="source", required=True, help="the official download (VOCdevkit/ or its VOC2012/; "
+                   "the Cityscapes folder holding leftImg8bit/ and gtFine/)")  # fmt: skip
+    s.add_argument("--to", dest="dest", required=True, help="output folder, e.g. $VLSM_DATA/voc2012 (must not exist)")
+    s.add_argument("--val-fraction", type=float, default=0.1, help="share of official train held out (default 0.1)")
+    s.set_defaults(func=cmd_prepare)
+
+    s = dsub.add_parser(
+        "verify",
+        help="check datasets: presence, counts, files, sizes, binary masks, prompts",
+        description="Prints a table and every problem; exits 1 when any dataset has an error.",
+    )
+    s.add_argument("names", nargs="*", metavar="NAME", help="datasets to check (default: every one found)")
+    s.add_argument("--data-root", help="folder holding the datasets (default: $VLSM_DATA, else ./data)")
+    s.add_argument("--quick", action="store_true", help="names, counts and presence only (no decoding)")
+    s.add_argument("--prompt-key", help="prompt key to check (default: the dataset's, usually p1)")
+    s.set_defaults(func=cmd_verify)
