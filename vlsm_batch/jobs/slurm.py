@@ -1,47 +1,279 @@
-"""Launch trials as one submitit job array on Slurm (resources come only from the validated spec)."""
+"""Launch trials on Slurm as submitit job arrays, chunked under the cluster's ``MaxArraySize``.
+
+* One array per resource group (every trial of a study shares the study's resources today: one group).
+* A group larger than ``MaxArraySize`` becomes several arrays, each indexed from 0 (Slurm caps the index, not
+  only the count), with the trial order kept in ``submissions.jsonl`` and in each trial's ``job_id``.
+* One throttle (``array_parallelism``) is split across the arrays: chunks run in at most ``throttle`` lanes, each
+  lane's chunks one after the other (``--dependency=afterany``), the lanes' ``%N`` summing to the throttle.
+* ``--time`` is always set, job name ``vlsm-<study>``, ``--comment`` carries the study and chunk, ``--requeue``.
+* Logs: ``<study>/submitit/<array>_<index>/<array>_<index>_0_log.{out,err}`` (requeued attempts append).
+
+The sbatch text ``plan --sbatch`` prints is made by the same function submit uses (submitit's own template).
+"""
 
 from __future__ import annotations
 
+import getpass
+import os
+import shlex
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import SubmissionError
 from ..layout import StudyLayout
 from ..spec.types import StudySpec
+from . import cluster
+from .profiles import SlurmOptions, resolve_options
 from .state import PENDING, now_iso, write_status
-from .task import run_trial_task
+
+DEFAULT_MAX_ATTEMPTS = 5  # starts of one trial per submission (first run + requeues)
+NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 
 
-def slurm_parameters(spec: StudySpec) -> dict[str, Any]:
-    """submitit parameters; ``--time`` is always set (submitit would default to 5 minutes)."""
-    res, slurm = spec.resources, spec.resources.slurm
+@dataclass(frozen=True)
+class Chunk:
+    index: int  # 0-based chunk number
+    offset: int  # position of its first trial in the group
+    size: int
+    throttle: int  # %N of this array
+    after: int | None  # chunk whose array must end first (same lane), None: starts at once
+
+
+def plan_chunks(n: int, max_array_size: int, throttle: int) -> list[Chunk]:
+    """Split ``n`` tasks into arrays of at most ``max_array_size`` and the throttle across them."""
+    if n <= 0:
+        return []
+    cap = max(1, max_array_size)
+    k = -(-n // cap)
+    sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]  # as even as possible, all <= cap
+    throttle = max(1, throttle)
+    lanes = min(k, throttle)
+    lane_share = [throttle // lanes + (1 if i < throttle % lanes else 0) for i in range(lanes)]
+    chunks, offset = [], 0
+    for i, size in enumerate(sizes):
+        lane = i % lanes
+        chunks.append(Chunk(i, offset, size, min(lane_share[lane], size), i - lanes if i >= lanes else None))
+        offset += size
+    return chunks
+
+
+def signal_delay_s(timeout_min: int) -> int:
+    """Lead time of submitit's USR2 before the limit: 90 s, less for short limits (Slurm may signal 30 s early)."""
+    return int(min(90, max(10, timeout_min * 60 // 4)))
+
+
+def max_attempts() -> int:
+    return int(os.environ.get("VLSM_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+
+
+def sbatch_parameters(spec: StudySpec, options: SlurmOptions, chunk: Chunk, n_chunks: int) -> dict[str, Any]:
+    """submitit ``SlurmExecutor`` parameters of one chunk (sbatch option names with ``_``)."""
+    res = spec.resources
     params: dict[str, Any] = {
-        "timeout_min": res.timeout_min,
-        "gpus_per_node": res.gpus_per_task,
-        "tasks_per_node": 1,
+        "job_name": f"vlsm-{spec.study}",
+        "time": res.timeout_min,
         "nodes": 1,
+        "ntasks_per_node": 1,
         "cpus_per_task": res.cpus_per_task,
-        "mem_gb": res.mem_gb,
-        "name": f"vlsm-{spec.study}",
-        "slurm_array_parallelism": res.array_parallelism,
-        "slurm_comment": f"vlsm-batch:{spec.study}",
+        "mem": f"{res.mem_gb}GB",
+        "comment": f"vlsm-batch:{spec.study}:chunk{chunk.index + 1}/{n_chunks}:offset{chunk.offset}",
+        "signal_delay_s": signal_delay_s(res.timeout_min),
+        "array_parallelism": chunk.throttle,
     }
+    if res.gpus_per_task:
+        params["gpus_per_node"] = res.gpus_per_task
     for key in ("partition", "account", "qos", "constraint"):
-        value = getattr(slurm, key)
+        value = getattr(options, key)
         if value:
-            params[f"slurm_{key}"] = value
-    if slurm.extra:
-        params["slurm_additional_parameters"] = dict(slurm.extra)
+            params[key] = value
+    if options.setup:
+        params["setup"] = list(options.setup)
+    params["additional_parameters"] = {**options.extra, "requeue": True}
     return params
 
 
-def submit_slurm(spec: StudySpec, layout: StudyLayout, trial_dirs: list[Path]) -> list[str]:
-    """Submit one array for all trials; returns the job ids (``<array>_<index>``)."""
+def _with_dependency(params: dict[str, Any], job_id: str | None) -> dict[str, Any]:
+    if job_id is None:
+        return params
+    return {**params, "additional_parameters": {**params["additional_parameters"], "dependency": f"afterany:{job_id}"}}
+
+
+def sbatch_texts(spec: StudySpec, n_trials: int, max_array_size: int, python: str | None = None) -> list[str]:
+    """The exact sbatch scripts ``submit`` would write for ``n_trials`` (array ids of earlier chunks as <chunkN>)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    options = resolve_options(spec.resources.slurm)
+    layout = StudyLayout(spec.output_dir)
+    folder = layout.submitit / "%j"
+    command = " ".join([python or shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    chunks = plan_chunks(n_trials, max_array_size, spec.resources.array_parallelism)
+    texts = []
+    for c in chunks:
+        params = _with_dependency(
+            sbatch_parameters(spec, options, c, len(chunks)), None if c.after is None else f"<chunk{c.after + 1}>"
+        )
+        texts.append(_make_sbatch_string(command=command, folder=folder, map_count=c.size, **params))
+    return texts
+
+
+def sbatch_plan_text(spec: StudySpec, n_trials: int, max_array_size: int | None = None) -> str:
+    """``plan --sbatch``: every chunk's script, each under a ``# ===`` header line."""
+    if max_array_size is None:
+        max_array_size = cluster.max_array_size(cluster.cluster_config())
+    if n_trials == 0:
+        return "# nothing to submit: every trial is done, queued or running"
+    texts = sbatch_texts(spec, n_trials, max_array_size)
+    out = []
+    for i, text in enumerate(texts):
+        out.append(f"# === array {i + 1}/{len(texts)} (MaxArraySize {max_array_size}, {n_trials} trials) ===")
+        out.append(text)
+    return "\n".join(out).rstrip("\n")
+
+
+# --- preflight ---------------------------------------------------------------------------------------------------
+
+
+def preflight_slurm(spec: StudySpec, n_trials: int | None = None) -> dict[str, Any]:
+    """Refuse, before anything is written or submitted, what Slurm would reject or what could never work.
+
+    Checks: a controller answers; the partition exists and is up; ``timeout_min`` fits its MaxTime; the study
+    folder is writable and not node-local on a multi-node cluster; the trial count fits MaxSubmitJobs/MaxJobCount.
+    Returns the cluster facts submit uses (``max_array_size``).
+    """
+    conf = cluster.cluster_config()
+    if conf is None:
+        raise SubmissionError(
+            "no Slurm controller answers (`scontrol show config` failed); check SLURM_CONF or run with --executor local"
+        )
+    options = resolve_options(spec.resources.slurm)
+    problems = []
+    parts = cluster.partitions() or {}
+    name = options.partition or next((p.name for p in parts.values() if p.default), None)
+    part = parts.get(name or "")
+    if part is None:
+        problems.append(
+            f"partition {name!r} does not exist on this cluster (partitions: {', '.join(sorted(parts)) or 'none'})"
+            if name
+            else "no partition given and the cluster has no default partition"
+        )
+    else:
+        if part.state != "UP":
+            problems.append(f"partition {part.name} is {part.state}, not UP")
+        if part.max_time_min is not None and spec.resources.timeout_min > part.max_time_min:
+            problems.append(
+                f"timeout_min {spec.resources.timeout_min} exceeds partition {part.name}'s MaxTime of "
+                f"{part.max_time_min} min"
+            )
+    problems += _folder_problems(spec.output_dir)
+    if n_trials is not None:
+        limits = []
+        user_limit = cluster.max_submit_jobs(getpass.getuser())
+        if user_limit is not None:
+            limits.append((user_limit, "MaxSubmitJobs of your association"))
+        if conf.get("MaxJobCount", "").isdigit():
+            limits.append((int(conf["MaxJobCount"]), "the cluster's MaxJobCount"))
+        for limit, what in limits:
+            if limit and n_trials > limit:
+                problems.append(f"{n_trials} trials exceed {what} ({limit}); submit part of the study (fewer trials)")
+    if problems:
+        raise SubmissionError(
+            "Slurm preflight failed, nothing was submitted:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return {"max_array_size": cluster.max_array_size(conf), "partition": part.name if part else None}
+
+
+def _folder_problems(folder: Path) -> list[str]:
+    folder = Path(folder).resolve()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".vlsm-write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return [f"study folder {folder} is not writable here ({exc.strerror})"]
+    if any(str(folder) == p or str(folder).startswith(p + "/") for p in NODE_LOCAL):
+        hosts = cluster.node_hosts() or []
+        me = socket.gethostname().split(".")[0]
+        if any(h.split(".")[0] != me for h in hosts):
+            return [
+                f"study folder {folder} is on a node-local path ({', '.join(NODE_LOCAL)}): compute nodes "
+                f"{', '.join(hosts[:3])} cannot write it; use a shared filesystem (output_dir)"
+            ]
+    return []
+
+
+# --- submit ------------------------------------------------------------------------------------------------------
+
+
+def submit_slurm(
+    spec: StudySpec,
+    layout: StudyLayout,
+    trial_dirs: list[Path],
+    task: Any = None,
+    max_array_size: int | None = None,
+    hold: bool | None = None,
+) -> list[str]:
+    """Submit every trial (one resource group), chunked; returns the task ids (``<array>_<index>``) in order."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=layout.submitit / "%j", cluster="slurm")
-    executor.update_parameters(**slurm_parameters(spec))
-    with executor.batch():
-        jobs = [executor.submit(run_trial_task, str(d), "slurm") for d in trial_dirs]
-    for d, job in zip(trial_dirs, jobs):
-        write_status(layout.trial(d.name), PENDING, executor="slurm", job_id=job.job_id, submitted_at=now_iso())
-    return [job.job_id for job in jobs]
+    from .task import TrialTask
+
+    if max_array_size is None:
+        max_array_size = cluster.max_array_size(cluster.cluster_config())
+    options = resolve_options(spec.resources.slurm)
+    fn = task if task is not None else TrialTask()
+    if hold is None:  # held arrays never start (benchmarks/submit_scale.py): release with `scontrol release`
+        hold = os.environ.get("VLSM_SLURM_HOLD") == "1"
+    chunks = plan_chunks(len(trial_dirs), max_array_size, spec.resources.array_parallelism)
+    cap = max_attempts()
+    array_ids: list[str] = []
+    job_ids: list[str] = []
+    for c in chunks:
+        params = sbatch_parameters(spec, options, c, len(chunks))
+        params = _with_dependency(params, None if c.after is None else array_ids[c.after])
+        if hold:
+            params["additional_parameters"]["hold"] = True
+        executor = submitit.SlurmExecutor(folder=layout.submitit / "%j", max_num_timeout=cap)
+        executor.update_parameters(**params)
+        dirs = trial_dirs[c.offset : c.offset + c.size]
+        try:
+            with executor.batch():
+                jobs = [executor.submit(fn, str(d), "slurm") for d in dirs]
+        except Exception as exc:  # sbatch refused: earlier chunks stay submitted, the rest stays pending
+            raise SubmissionError(
+                f"sbatch refused chunk {c.index + 1}/{len(chunks)} ({exc}); {len(job_ids)} trials were submitted, "
+                "the others stay pending: fix the cause and run the same submit again"
+            ) from exc
+        array_ids.append(jobs[0].job_id.split("_")[0])
+        for d, job in zip(dirs, jobs):
+            paths = layout.trial(d.name)
+            status = _read(paths)
+            write_status(
+                paths,
+                PENDING,
+                durable=False,
+                executor="slurm",
+                job_id=job.job_id,
+                submitted_at=now_iso(),
+                error=None,
+                ended_at=None,
+                slurm_state=None,
+                max_attempts=cap,
+                attempt_base=int(status.get("attempt", 0)),
+                log_out=str(layout.submitit / job.job_id / f"{job.job_id}_0_log.out"),
+                log_err=str(layout.submitit / job.job_id / f"{job.job_id}_0_log.err"),
+            )
+            job_ids.append(job.job_id)
+    return job_ids
+
+
+def _read(paths: Any) -> dict[str, Any]:
+    from ..layout import read_json
+
+    return read_json(paths.status) or {}

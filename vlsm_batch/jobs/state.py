@@ -24,13 +24,13 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_status(paths: TrialPaths, state: str, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into the existing status and write it atomically."""
+def write_status(paths: TrialPaths, state: str, durable: bool = True, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the existing status and write it atomically (``durable=False``: no fsync, bulk writes)."""
     status = read_json(paths.status) or {}
     status.update(fields)
     status["state"] = state
     status["updated_at"] = now_iso()
-    atomic_write_json(paths.status, status)
+    atomic_write_json(paths.status, status, durable=durable)
     return status
 
 

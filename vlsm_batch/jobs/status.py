@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,8 @@ class StudyStatus:
                     "dataset": s.trial.dataset,
                     "strategy": s.trial.strategy,
                     "state": s.state,
+                    "job_id": s.status.get("job_id"),
+                    "slurm_state": s.status.get("slurm_state"),
                     "objective": (s.metrics or {}).get(self.objective.get("metric", "")),
                 }
                 for s in self.states
@@ -119,6 +121,11 @@ def format_status(st: StudyStatus) -> str:
         t = d["totals"]
         rows.append(["total", "", *(t[c] for c in COLUMNS), d["best"]])
     lines.append(render(["model", "strategy", *COLUMNS, f"best {metric}"], rows))
+    queued = Counter(
+        s.status["slurm_state"] for s in st.states if s.state in (PENDING, RUNNING) and s.status.get("slurm_state")
+    )
+    if queued:
+        lines.append("Slurm: " + ", ".join(f"{n} {what}" for what, n in queued.most_common()))
     failures = d["failures"]
     if failures:
         lines.append(f"\n{len(failures)} failed:")

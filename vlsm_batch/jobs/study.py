@@ -69,7 +69,15 @@ def write_study(spec: StudySpec, trials: list[Trial]) -> StudyLayout:
 
 def mark_pending(layout: StudyLayout, trial_ids: list[str], executor: str) -> None:
     for tid in trial_ids:
-        write_status(layout.trial(tid), PENDING, executor=executor, submitted_at=now_iso(), error=None)
+        write_status(
+            layout.trial(tid),
+            PENDING,
+            durable=False,
+            executor=executor,
+            submitted_at=now_iso(),
+            error=None,
+            job_id=None,
+        )
 
 
 def _git_commit() -> str | None:
@@ -136,12 +144,15 @@ class TrialState:
 
 
 def study_states(layout: StudyLayout, trials: list[Trial] | None = None, with_metrics: bool = True) -> list[TrialState]:
-    """Every trial of the study with its status (and metrics when present)."""
+    """Every trial of the study with its status (merged with Slurm's view) and metrics when present."""
+    from .reconcile import reconcile
+
     trials = read_manifest(layout) if trials is None else trials
+    statuses = reconcile(layout, {t.trial_id: read_status(layout.trial(t.trial_id)) for t in trials})
     out = []
     for t in trials:
+        status = statuses[t.trial_id]
         paths = layout.trial(t.trial_id)
-        status = read_status(paths)
         metrics = read_json(paths.metrics) if with_metrics and status.get("state") == "done" else None
         out.append(TrialState(t, status, metrics))
     return out

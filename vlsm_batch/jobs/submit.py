@@ -47,38 +47,37 @@ def refuse_unsupported(expansion: Expansion) -> None:
 
 
 def preflight_data(spec: StudySpec) -> None:
-    """Every dataset exists where the spec says (the synthetic one is generated here if missing)."""
+    """The cheap part of ``vlsm-batch data verify`` for every dataset of the spec: folder, annotations, per-split
+    counts, prompts, every named file present (no decoding). The synthetic dataset is generated here if missing."""
+    from ..datasets.verify import ERROR, verify_dataset
+
     problems = []
     for name in spec.datasets:
         info = get_dataset(name)
-        root = spec.data_root / info.folder
         if info.generated:
             from ..datasets.synthetic import ensure_synthetic
 
             ensure_synthetic(spec.data_root)
             continue
-        if info.layout == "medvlsm":
-            missing = [
-                p
-                for p in ("images", "masks", "anns/train.json", "anns/val.json", "anns/test.json")
-                if not (root / p).exists()
-            ]
-            if missing:
-                problems.append(f"  {name}: {root} lacks {', '.join(missing)}")
+        report = verify_dataset(info, spec.data_root / info.folder, quick=True)
+        problems += [f"  {name}: {f.message}" for f in report.findings if f.severity == ERROR]
     if problems:
         raise SubmissionError(
-            "datasets not found, nothing was submitted:\n"
+            "datasets not ready, nothing was submitted:\n"
             + "\n".join(problems)
-            + "\nExpected the medvlsm layout <data_root>/<name>/{images/, masks/, anns/{train,val,test}.json};"
-            " set data_root in the spec or the VLSM_DATA environment variable."
+            + f"\nData root: {spec.data_root} (data_root in the spec, or the VLSM_DATA environment variable). "
+            "`vlsm-batch data verify NAME --data-root DIR` checks a dataset in full."
         )
 
 
 def select_to_launch(layout: StudyLayout, trials: list[Trial], retry_failed: bool, result: SubmitResult) -> list[Trial]:
     """New, never-started and cancelled trials; failed ones only with --retry-failed."""
+    from .reconcile import reconcile
+
     chosen = []
+    statuses = reconcile(layout, {t.trial_id: read_status(layout.trial(t.trial_id)) for t in trials})
     for t in trials:
-        status = read_status(layout.trial(t.trial_id))
+        status = statuses[t.trial_id]
         state = status.get("state")
         queued_on_slurm = state == PENDING and status.get("executor") == "slurm" and status.get("job_id")
         if state in (NEW, CANCELLED) or (state == PENDING and not queued_on_slurm):
@@ -108,6 +107,12 @@ def submit(
     chosen_executor = choose_executor(executor or spec.resources.executor)
     preflight_data(spec)
     trials = expansion.runnable
+    facts: dict[str, Any] = {}
+    if chosen_executor == "slurm":  # before anything is written: what Slurm would refuse, refuse now
+        from .slurm import preflight_slurm
+
+        probe = SubmitResult(StudyLayout(spec.output_dir), chosen_executor)
+        facts = preflight_slurm(spec, len(select_to_launch(probe.layout, trials, retry_failed, probe)))
     layout = write_study(spec, trials)
     result = SubmitResult(layout, chosen_executor)
     to_launch = select_to_launch(layout, trials, retry_failed, result)
@@ -115,13 +120,19 @@ def submit(
         return result
     ids = [t.trial_id for t in to_launch]
     dirs = [layout.trial(tid).root for tid in ids]
-    mark_pending(layout, ids, chosen_executor)
     result.launched = ids
+    if chosen_executor != "slurm":  # Slurm trials get their pending marker with the job id, chunk by chunk
+        mark_pending(layout, ids, chosen_executor)
     if chosen_executor == "slurm":
         from .slurm import submit_slurm
 
-        result.job_ids = submit_slurm(spec, layout, dirs)
-        log_submission(layout, spec, chosen_executor, ids, result.job_ids)
+        try:
+            result.job_ids = submit_slurm(spec, layout, dirs, task=task, max_array_size=facts["max_array_size"])
+        finally:  # also after a partial failure: what did reach Slurm is on record
+            jobs = {tid: read_status(layout.trial(tid)).get("job_id") for tid in ids}
+            done = [tid for tid in ids if jobs[tid]]
+            if done:
+                log_submission(layout, spec, chosen_executor, done, [str(jobs[tid]) for tid in done])
         return result
     log_submission(layout, spec, chosen_executor, ids, [])
     result.local = run_local(
