@@ -20,7 +20,7 @@ from vlsm_batch.models.tokenizer import (  # noqa: E402
     check_tokenizer,
     offline_clip_tokenizer,
 )
-from vlsm_batch.strategies.impl import PromptConfigError, StrategyNotImplementedError  # noqa: E402
+from vlsm_batch.strategies.impl import PromptConfigError  # noqa: E402
 
 PROMPTS = ["a polyp", "a small benign tumour in the left breast, seen on ultrasound"]
 
@@ -167,9 +167,7 @@ def test_depth_outside_the_text_tower_is_refused() -> None:
         tiny(5)
 
 
-def test_unimplemented_strategy_and_model() -> None:
-    with pytest.raises(StrategyNotImplementedError, match="'vpt' is not implemented in this build"):
-        create_model("clipseg-tiny", "vpt", {})
+def test_unimplemented_model() -> None:
     with pytest.raises(VlsmBatchError, match="not implemented"):
         create_model("cris-tiny", "coop", {})
 

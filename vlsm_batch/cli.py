@@ -18,7 +18,12 @@ from .errors import SpecError, VlsmBatchError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Each module exposes add_commands(subparsers); one line per pipeline stage that brings its own commands.
-COMMAND_MODULES: tuple[str, ...] = ("vlsm_batch.analysis.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "vlsm_batch.analysis.commands",
+    "vlsm_batch.datasets.commands",
+    "vlsm_batch.jobs.commands",
+    "vlsm_batch.models.commands",
+)
 
 
 def _out(text: str = "") -> None:
@@ -87,6 +92,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     expansion = expand(spec)
     plan = make_plan(spec, expansion)
+    if args.sbatch:
+        from .jobs.slurm import sbatch_plan_text
+
+        _out(sbatch_plan_text(spec, plan.totals["new"] + plan.totals["failed"], args.max_array_size))
+        return EXIT_OK
     _out(json.dumps(plan.as_dict(), indent=2) if args.json else format_plan(spec, plan, expansion))
     return EXIT_OK
 
@@ -114,9 +124,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _out(f"nothing to launch{skip_text}; study: {result.layout.root}")
         return EXIT_OK
     if result.executor == "slurm":
+        arrays = list(dict.fromkeys(j.split("_")[0] for j in result.job_ids))
         _out(
-            f"submitted {len(result.launched)} trials to Slurm as {result.job_ids[0].split('_')[0]}"
-            f"{skip_text}; study: {result.layout.root}"
+            f"submitted {len(result.launched)} trials to Slurm as {len(arrays)} job array(s) "
+            f"{', '.join(arrays[:8])}{' ...' if len(arrays) > 8 else ''}{skip_text}; study: {result.layout.root}"
         )
         return EXIT_OK
     local = result.local
@@ -194,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="show what a study expands to and what is already done (writes nothing)")
     s.add_argument("spec", help="study YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--sbatch", action="store_true", help="print the exact sbatch script(s) submit would write for Slurm"
+    )
+    s.add_argument(
+        "--max-array-size",
+        type=int,
+        default=None,
+        help="with --sbatch: chunk under this MaxArraySize (default: the cluster's, or Slurm's default 1001)",
+    )
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("submit", help="validate, write the study folder and launch what is not done yet")

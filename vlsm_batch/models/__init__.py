@@ -21,6 +21,13 @@ class ModelInfo:
     default_weights: str | None  # Hugging Face id or None (random init / local file required)
     builder: str  # "module:function", imported only when a trial is trained
     implemented: bool = True  # False: validate/plan accept it, submit refuses it
+    text_width: int | None = None  # token width of the text tower
+    vision_width: int | None = None  # token width of the vision transformer (None: convolutional)
+
+    @property
+    def joint_width(self) -> int | None:
+        """Width of Shared-Attention's joint tokens (text + vision), None without a vision transformer."""
+        return self.text_width + self.vision_width if self.text_width and self.vision_width else None
 
     @property
     def prompt_towers(self) -> frozenset[str]:
@@ -44,6 +51,8 @@ MODELS.register(
         max_prompt_depth=11,
         default_weights="CIDAS/clipseg-rd64",
         builder="vlsm_batch.models.clipseg:build_clipseg",
+        text_width=512,
+        vision_width=768,
     ),
 )
 MODELS.register(
@@ -58,6 +67,8 @@ MODELS.register(
         max_prompt_depth=4,
         default_weights=None,
         builder="vlsm_batch.models.clipseg:build_clipseg_tiny",
+        text_width=32,
+        vision_width=32,
     ),
 )
 MODELS.register(

@@ -3,13 +3,19 @@
 transformers' ``CLIPSegForImageSegmentation.forward`` runs the text encoder under ``no_grad`` and offers no hook for
 inserting tokens, so the three stages are re-run here from the model's own modules:
 
-* vision: frozen, under ``no_grad``, only up to the deepest extract layer (layers above it feed nothing: 10 of 12
-  layers at full size), position embeddings interpolated by transformers' ``interpolate_pos_encoding``
-  (bicubic, CLS kept);
+* vision: only up to the deepest extract layer (layers above it feed nothing: 10 of 12 layers at full size),
+  position embeddings interpolated by transformers' ``interpolate_pos_encoding`` (bicubic, CLS kept); visual
+  prompts appended after patch + position embeddings, before the pre-LayerNorm; run without gradient unless
+  visual prompts (or finetuning) need it. CoCoOp's image embedding comes from the stock prompt-free pass over all
+  12 layers (the extract-layer activations are collected on the way);
 * text: prompt tokens after BOS, positions added after insertion, deep prompts written into fresh tensors (no
   in-place overwrite, so no layer output is changed after the fact), pooled at ``argmax(ids) + n``;
-* decoder: frozen weights but run with gradient so it reaches the conditional embedding; the feature map before
-  the transposed convolution is kept for the optional learnable upsampler.
+* decoder: frozen weights but run with gradient so it reaches the conditional embedding and the visual prompts;
+  visual prompt tokens pass through the decoder layers and are dropped (with CLS) just before the reshape; the
+  feature map before the transposed convolution is kept for the optional learnable upsampler.
+
+Both towers use the same ``num_context`` n. ``finetune`` builds the same wrapper without prompts and with every
+weight trainable and in train mode.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from torch import nn
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
-from ..strategies.impl import LearnerContext, PromptLearner, build_prompt_learner, resolve_params
+from ..strategies.impl import LearnerContext, PromptLearner, Prompts, build_prompt_learner, resolve_params
 from . import get_model_info
 from .prompted import LearnableUpsampler, ModelLoadError, PromptedSegmenter, cap_tokens, freeze
 from .tokenizer import VOCAB_SIZE, load_tokenizer, offline_clip_tokenizer
@@ -87,8 +93,11 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         learnable_upsampler: bool,
         name: str,
         strategy: str,
+        finetune: bool = False,
     ):
         freeze(model)
+        if finetune:
+            model.requires_grad_(True).train()
         config = model.config
         head = LearnableUpsampler(config.reduce_dim) if learnable_upsampler else None
         super().__init__(
@@ -103,6 +112,7 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
             strategy=strategy,
         )
         self.clipseg = model
+        self.finetune = finetune
         self.extract_layers = tuple(config.extract_layers)
         self.patch_size = int(config.vision_config.patch_size)
         implementation = config.text_config._attn_implementation or "eager"
@@ -111,51 +121,83 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         self._attn_implementation = implementation
 
     def frozen_modules(self) -> list[nn.Module]:
-        return [self.clipseg]
+        return [] if self.finetune else [self.clipseg]
 
-    def encode_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of the extract layers (transformers' ``hidden_states[i + 1]``), computed without gradient."""
+    @property
+    def num_vision_context(self) -> int:
+        """Visual prompt tokens appended per image (0 without visual prompts)."""
+        learner = self.learner
+        return learner.num_context if learner is not None and learner.vision_rows else 0
+
+    def encode_image(
+        self, pixel_values: torch.Tensor, prompts: Sequence[torch.Tensor] = (), pooled: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Outputs of the extract layers (transformers' ``hidden_states[i + 1]``), visual prompts included, and
+        with ``pooled`` the projected CLS embedding of the full tower (only without prompts).
+
+        ``prompts[k]`` (1, n, width) is appended at the input of layer k+1 (replacing what layer k produced at
+        those positions, in a new tensor). Runs without gradient when nothing upstream of the decoder trains.
+        """
         vision = self.clipseg.clip.vision_model
-        last = max(self.extract_layers)
+        n = prompts[0].shape[1] if prompts else 0
+        if pooled and n:
+            raise ValueError("the pooled image embedding is defined on the prompt-free pass only")
+        last = len(vision.encoder.layers) - 1 if pooled else max(self.extract_layers)
         outputs: dict[int, torch.Tensor] = {}
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (n > 0 or self.finetune)):
             hidden = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+            batch = hidden.shape[0]
+            if n:
+                hidden = torch.cat([hidden, prompts[0].to(hidden.dtype).expand(batch, -1, -1)], dim=1)
             hidden = vision.pre_layrnorm(hidden)
             for i, layer in enumerate(vision.encoder.layers[: last + 1]):
                 hidden = _run_layer(layer, hidden, None)
                 if i in self.extract_layers:
                     outputs[i] = hidden
-        return [outputs[i] for i in self.extract_layers]
+                if i + 1 < len(prompts):  # fresh tokens for layer i+2; the output of layer i+1 is kept as is
+                    hidden = torch.cat([hidden[:, :-n], prompts[i + 1].to(hidden.dtype).expand(batch, -1, -1)], 1)
+            embeds = None
+            if pooled:
+                embeds = self.clipseg.clip.visual_projection(vision.post_layernorm(hidden[:, 0]))
+        return [outputs[i] for i in self.extract_layers], embeds
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Projected text embedding (B, projection_dim), with the learner's tokens after BOS at layers 1..depth."""
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: Sequence[torch.Tensor] = ()
+    ) -> torch.Tensor:
+        """Projected text embedding (B, projection_dim); ``prompts[k]`` (1 or B, n, width) enters layer k+1."""
         text = self.clipseg.clip.text_model
-        n = self.num_context
+        n = prompts[0].shape[1] if prompts else 0
         positions = text.embeddings.position_embedding.weight
         input_ids, attention_mask = cap_tokens(input_ids, attention_mask, positions.shape[0] - n)
         batch, length = input_ids.shape
         hidden = text.embeddings.token_embedding(input_ids)
-        learner = self.learner if n else None
-        if learner is not None:
-            ctx = learner.text_context(0, batch).to(hidden.dtype)
+        if n:
+            ctx = prompts[0].to(hidden.dtype).expand(batch, -1, -1)
             hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1:]], dim=1)
             attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
         hidden = hidden + positions[: length + n]  # positions after insertion: prompts sit at 1..n
         mask = _text_mask(attention_mask, self._attn_implementation, hidden.dtype)
         for k, layer in enumerate(text.encoder.layers, start=1):
             hidden = _run_layer(layer, hidden, mask)
-            if learner is not None and k < learner.depth:
+            if k < len(prompts):
                 # fresh tokens for layer k+1, in a new tensor: the output of layer k is left untouched
-                ctx = learner.text_context(k, batch).to(hidden.dtype)
+                ctx = prompts[k].to(hidden.dtype).expand(batch, -1, -1)
                 hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1 + n :]], dim=1)
         eos = input_ids.argmax(dim=-1) + n  # CLIP's rule: the EOS has the largest id
         pooled = hidden[torch.arange(batch, device=hidden.device), eos]
         return self.clipseg.clip.text_projection(text.final_layer_norm(pooled))
 
     def decode(
-        self, activations: Sequence[torch.Tensor], conditional: torch.Tensor, grid: tuple[int, int]
+        self,
+        activations: Sequence[torch.Tensor],
+        conditional: torch.Tensor,
+        grid: tuple[int, int],
+        num_vision_context: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """transformers' ``CLIPSegDecoder.forward``, also returning the (B, reduce_dim, h, w) feature map."""
+        """transformers' ``CLIPSegDecoder.forward``, also returning the (B, reduce_dim, h, w) feature map.
+
+        The last ``num_vision_context`` tokens (visual prompts) go through the decoder layers and are dropped, with
+        CLS, before the reshape."""
         decoder = self.clipseg.decoder
         output: torch.Tensor | None = None
         for i, (activation, layer, reduce) in enumerate(
@@ -166,7 +208,8 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
                 output = decoder.film_mul(conditional)[:, None] * output + decoder.film_add(conditional)[:, None]
             output = _run_layer(layer, output, None)
         assert output is not None
-        features = output[:, 1:].transpose(1, 2).reshape(output.shape[0], output.shape[2], *grid)
+        output = output[:, 1 : output.shape[1] - num_vision_context]
+        features = output.transpose(1, 2).reshape(output.shape[0], output.shape[2], *grid)
         return decoder.transposed_convolution(features), features
 
     def forward(
@@ -174,12 +217,23 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
     ) -> torch.Tensor:
         """Logits (B, 1, H, W) for normalised ``pixel_values`` (B, 3, H, W) and tokenised prompts."""
         grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
-        activations = self.encode_image(pixel_values)
-        conditional = self.encode_text(input_ids, attention_mask)
-        logits, features = self.decode(activations, conditional, grid)
+        learner = self.learner
+        if learner is None:
+            prompts = Prompts()
+            activations, _ = self.encode_image(pixel_values)
+        elif learner.needs_image_features:  # CoCoOp: text-only prompts conditioned on the stock image embedding
+            activations, image_features = self.encode_image(pixel_values, pooled=True)
+            prompts = learner(image_features)
+        else:
+            prompts = learner()  # the joint work of multimodal learners runs once per forward
+            activations, _ = self.encode_image(pixel_values, prompts.vision)
+        conditional = self.encode_text(input_ids, attention_mask, prompts.text)
+        n_vision = prompts.vision[0].shape[1] if prompts.vision else 0
+        logits, features = self.decode(activations, conditional, grid, n_vision)
         if self.head is not None:
-            # TuneVLSeg created this head for CoOp/CoCoOp on CLIPSeg but never called it (reference §4.3);
-            # here `learnable_upsampler: true` means the head is applied, for every strategy alike.
+            # TuneVLSeg created this head for CoOp/CoCoOp on CLIPSeg but never called it, and added it to the
+            # logits without the blend for VPT (reference §4.3); here `learnable_upsampler: true` means the
+            # blended head, (1 - r)·frozen + r·head, for every strategy alike.
             logits = self.head(features, logits)
         return logits
 
@@ -220,6 +274,8 @@ def wrap_clipseg(
         vision_layers=vision_cfg.num_hidden_layers,
         token_embedding=model.clip.text_model.embeddings.token_embedding,
         tokenizer=tokenizer,
+        vision_run_layers=max(model.config.extract_layers) + 1,
+        image_feature_dim=model.config.projection_dim,
     )
     learner = build_prompt_learner(strategy, params, ctx)
     resolved = resolve_params(strategy, params)
@@ -231,6 +287,7 @@ def wrap_clipseg(
         learnable_upsampler=bool(resolved.get("learnable_upsampler", False)),
         name=name,
         strategy=strategy,
+        finetune=strategy == "finetune",
     )
 
 

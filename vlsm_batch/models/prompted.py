@@ -133,8 +133,8 @@ class PromptedSegmenter(nn.Module):
         return self
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups of trainable parameters: decay on Linear/Conv weights only; prompt vectors, norms,
-        biases and free scalars are not decayed."""
+        """AdamW groups of trainable parameters: decay on Linear/Conv weights and attention in-projections
+        (``*proj_weight``) only; prompt vectors, norms, biases, embeddings and free scalars are not decayed."""
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
         seen: set[int] = set()
@@ -143,7 +143,7 @@ class PromptedSegmenter(nn.Module):
                 if not param.requires_grad or id(param) in seen:
                     continue
                 seen.add(id(param))
-                is_weight = isinstance(module, _DECAY_MODULES) and pname == "weight"
+                is_weight = (isinstance(module, _DECAY_MODULES) and pname == "weight") or pname.endswith("proj_weight")
                 (decay if is_weight else no_decay).append(param)
         groups = [
             {"name": "decay", "params": decay, "weight_decay": float(weight_decay)},
@@ -160,7 +160,9 @@ class PromptedSegmenter(nn.Module):
     def describe_prompts(self) -> list[str]:
         """One line per place prompts (or the head) enter the model."""
         lines = list(self.learner.describe()) if self.learner is not None else []
-        if not lines:
+        if not lines and self.trainable_parameter_count() and self.head is None:
+            lines.append(f"no prompts: every weight of {self.name} is trained ({self.strategy})")
+        elif not lines:
             lines.append(f"no prompts: {self.name} runs frozen ({self.strategy})")
         if self.head is not None:
             lines.append(

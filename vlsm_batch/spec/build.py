@@ -20,7 +20,7 @@ _STOPPING_KEYS = {
     "min_delta": "early_stopping_min_delta",
 }
 _RESOURCE_KEYS = ("executor", "gpus_per_task", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism")
-_SLURM_KEYS = ("partition", "account", "qos", "constraint")
+_SLURM_KEYS = ("partition", "account", "qos", "constraint", "profile")
 
 
 def _space(space: dict[str, Any]) -> dict[str, Any]:

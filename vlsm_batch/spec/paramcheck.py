@@ -88,6 +88,16 @@ def _check_depth(ctx: CheckContext, path: KeyPath, value: Any, models: list[Mode
         ctx.report.error(path, f"prompt_depth {value} is deeper than {which} allows")
 
 
+def _check_heads(ctx: CheckContext, path: KeyPath, value: Any, models: list[ModelInfo]) -> None:
+    """num_heads must divide the joint (text + vision) width of every listed model with both towers."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return
+    bad = [m for m in models if m.joint_width and m.joint_width % value]
+    if bad:
+        which = ", ".join(f"{m.name} (joint width {m.joint_width})" for m in bad)
+        ctx.report.error(path, f"num_heads {value} does not divide the joint width of {which}")
+
+
 def _check_bounds(ctx: CheckContext, path: KeyPath, kind: str, lo: float, hi: float) -> bool:
     """Structural rules of a [low, high] pair; False when the pair is unusable."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -126,6 +136,9 @@ def check_dimension(ctx: CheckContext, path: KeyPath, name: str, dist: dict[str,
     if name == "prompt_depth" and ctx.ok(("models",)):
         for j, v in enumerate(args) if kind == "choice" else [(1, args[1])]:
             _check_depth(ctx, (*here, j), v, ctx.models())
+    if name == "num_heads" and ctx.ok(("models",)) and kind == "choice":
+        for j, v in enumerate(args):
+            _check_heads(ctx, (*here, j), v, ctx.models())
 
 
 def _check_shared(ctx: CheckContext, path: KeyPath, name: str, listed: list[StrategyInfo]) -> list[ParamSpec]:
@@ -186,6 +199,8 @@ def _check_fixed(ctx: CheckContext, listed: list[StrategyInfo]) -> None:
                 ctx.report.error(path, problem)
         if name == "prompt_depth" and ctx.ok(("models",)):
             _check_depth(ctx, path, value, ctx.models())
+        if name == "num_heads" and ctx.ok(("models",)):
+            _check_heads(ctx, path, value, ctx.models())
 
 
 def check_params(ctx: CheckContext) -> None:

@@ -64,6 +64,7 @@ class SlurmSpec:
     qos: str | None = None
     constraint: str | None = None
     extra: dict[str, str] = field(default_factory=dict)  # allow-listed sbatch options only
+    profile: str | None = None  # site profile name (slurm/profiles/<name>.yaml), resolved at submit time
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,15 @@ HEADS = _p(
 DROPOUT = _p("dropout", "float", 0.25, low=0.0, high=0.95, help="dropout in the joint transformer layer")
 FFN = _p("ffn_dim", "int", 1536, low=1, high=16384, help="FFN width of the joint transformer layer")
 NORM_FIRST = _p("norm_first", "bool", True, help="pre-LayerNorm joint transformer layer")
+SHARED_PROJ = _p("shared_projection", "bool", False, help="one projection module reused at every depth")
+ATTEND = _p(
+    "attend_across_tokens",
+    "bool",
+    True,
+    help="prompt tokens attend to each other (false: each token alone, as the original code did)",
+)
+# Shared-Separate projects with a plain Linear unless intermediate_dim is set (reference §3.1 default null).
+HDIM_LINEAR = _p("intermediate_dim", "int", None, low=1, high=4096, nullable=True, help=HDIM.help)
 
 _PROMPT = (LR, WD, DEPTH, NCTX, UPSAMPLER)
 
@@ -79,30 +88,60 @@ def _reg(info: StrategyInfo) -> None:
 
 _TEXT, _VISION, _BOTH = frozenset({"text"}), frozenset({"vision"}), frozenset({"text", "vision"})
 
+_CLIPSEG = frozenset({"clipseg"})
 _reg(
     StrategyInfo(
-        "coop",
-        "CoOp: learnable text context after BOS",
-        _TEXT,
-        (*_PROMPT, CTX_INIT),
-        implemented_for=frozenset({"clipseg"}),
+        "coop", "CoOp: learnable text context after BOS", _TEXT, (*_PROMPT, CTX_INIT), implemented_for=_CLIPSEG
     )
 )
-_reg(StrategyInfo("cocoop", "CoCoOp: CoOp + image-conditioned meta-net", _TEXT, (*_PROMPT, CTX_INIT, HDIM, LORA)))
-_reg(StrategyInfo("vpt", "VPT-deep: learnable visual tokens", _VISION, _PROMPT))
 _reg(
-    StrategyInfo("maple", "MaPLe: text context projected to vision per depth", _BOTH, (*_PROMPT, CTX_INIT, HDIM, LORA))
+    StrategyInfo(
+        "cocoop",
+        "CoCoOp: CoOp + image-conditioned meta-net",
+        _TEXT,
+        (*_PROMPT, CTX_INIT, HDIM, LORA, SHARED_PROJ),
+        implemented_for=_CLIPSEG,
+    )
 )
-_reg(StrategyInfo("shared_separate", "Shared space projected to both towers", _BOTH, (*_PROMPT, SHARED_DIM)))
+_reg(StrategyInfo("vpt", "VPT-deep: learnable visual tokens", _VISION, _PROMPT, implemented_for=_CLIPSEG))
+_reg(
+    StrategyInfo(
+        "maple",
+        "MaPLe: text context projected to vision per depth",
+        _BOTH,
+        (*_PROMPT, CTX_INIT, HDIM, LORA, SHARED_PROJ),
+        implemented_for=_CLIPSEG,
+    )
+)
+_reg(
+    StrategyInfo(
+        "shared_separate",
+        "Shared space projected to both towers",
+        _BOTH,
+        (*_PROMPT, SHARED_DIM, HDIM_LINEAR, LORA, SHARED_PROJ),
+        implemented_for=_CLIPSEG,
+    )
+)
 _reg(
     StrategyInfo(
         "shared_attn",
         "Joint 1280-d tokens through a transformer layer, split to both towers",
         _BOTH,
-        (*_PROMPT, HEADS, DROPOUT, FFN, NORM_FIRST),
+        (*_PROMPT, HEADS, DROPOUT, FFN, NORM_FIRST, ATTEND, SHARED_PROJ),
+        implemented_for=_CLIPSEG,
     )
 )
-_reg(StrategyInfo("zero_shot", "pretrained model, dataset prompt, no training", frozenset(), (), True, False))
+_reg(
+    StrategyInfo(
+        "zero_shot",
+        "pretrained model, dataset prompt, no training",
+        frozenset(),
+        (),
+        True,
+        False,
+        implemented_for=_CLIPSEG,
+    )
+)
 _reg(
     StrategyInfo(
         "finetune",
@@ -113,6 +152,7 @@ _reg(
             _p("weight_decay", "float", 1e-3, low=0.0, high=1.0),
         ),
         True,
+        implemented_for=_CLIPSEG,
     )
 )
 

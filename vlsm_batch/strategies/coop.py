@@ -8,9 +8,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .impl import LearnerContext, PromptConfigError, PromptLearner, check_depth
+from .impl import LearnerContext, PromptConfigError, PromptLearner, check_depth, check_num_context, layer_span
 
 CONTEXT_STD = 0.02  # CoOp's N(0, 0.02) for rows not initialised from words
+
+
+def context_tensor(depth: int, num_context: int, width: int, init_vectors: torch.Tensor | None = None) -> nn.Parameter:
+    """(depth, num_context, width) drawn from N(0, 0.02); row 0 replaced by ``init_vectors`` when given."""
+    context = torch.empty(depth, num_context, width).normal_(0.0, CONTEXT_STD)
+    if init_vectors is not None:
+        context[0] = init_vectors.to(context.dtype)
+    return nn.Parameter(context)
+
+
+def init_words(init_text: str | None) -> str:
+    return f"row 0 from {init_text!r}, others N(0, {CONTEXT_STD})" if init_text else f"N(0, {CONTEXT_STD})"
 
 
 class CoOpLearner(PromptLearner):
@@ -28,26 +40,25 @@ class CoOpLearner(PromptLearner):
         init_text: str | None = None,
     ):
         super().__init__(depth, num_context)
-        context = torch.empty(depth, num_context, text_width).normal_(0.0, CONTEXT_STD)
-        if init_vectors is not None:
-            context[0] = init_vectors.to(context.dtype)
-        self.context = nn.Parameter(context)
+        self.context = context_tensor(depth, num_context, text_width, init_vectors)
         self.init_text = init_text
 
-    def text_context(self, k: int, batch_size: int, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.context[k].unsqueeze(0).expand(batch_size, -1, -1)
+    def text_context(self, k: int, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.context[k].unsqueeze(0)
 
     def describe(self) -> list[str]:
-        init = f"row 0 from {self.init_text!r}" if self.init_text is not None else "random rows"
-        layers = "layer 1" if self.depth == 1 else f"layers 1..{self.depth}"
         return [
-            f"text: {self.num_context} learned tokens after BOS, fresh at text {layers} "
-            f"(CoOp, context {tuple(self.context.shape)}, {init}, others N(0, {CONTEXT_STD}))"
+            f"text: {self.num_context} learned tokens after BOS, fresh at text {layer_span(self.depth)} "
+            f"(CoOp, context {tuple(self.context.shape)}, {init_words(self.init_text)})"
         ]
 
 
 def words_to_vectors(text: str, num_context: int, ctx: LearnerContext) -> torch.Tensor:
-    """Embed ``text`` (no BOS/EOS) with the frozen token table; its token count must equal ``num_context``."""
+    """Embed ``text`` (no BOS/EOS) with the frozen token table; its token count must equal ``num_context``.
+
+    The original silently took ``num_context`` from the token count of the words (reference §2.1); here a
+    mismatch is an error, so the configured ``num_context`` always means what it says.
+    """
     ids = ctx.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != num_context:
         raise PromptConfigError(
@@ -59,12 +70,17 @@ def words_to_vectors(text: str, num_context: int, ctx: LearnerContext) -> torch.
         return weight[torch.tensor(ids, device=weight.device)].detach().clone().float().cpu()
 
 
+def text_init(params: Mapping[str, Any], ctx: LearnerContext) -> tuple[int, int, torch.Tensor | None, str | None]:
+    """Checked (depth, num_context, row-0 vectors or None, init words or None) of a text-prompting strategy."""
+    depth, num_context = int(params["prompt_depth"]), int(params["num_context"])
+    check_depth(depth, frozenset({"text"}), ctx)
+    check_num_context(num_context)
+    init_text = params.get("context_init") or None
+    vectors = None if init_text is None else words_to_vectors(init_text, num_context, ctx)
+    return depth, num_context, vectors, init_text
+
+
 def build_coop(params: Mapping[str, Any], ctx: LearnerContext) -> CoOpLearner:
     """Build from resolved strategy parameters (prompt_depth, num_context, context_init)."""
-    depth, num_context = int(params["prompt_depth"]), int(params["num_context"])
-    check_depth(depth, CoOpLearner.towers, ctx)
-    if num_context < 1:
-        raise PromptConfigError(f"num_context must be at least 1, not {num_context}")
-    init_text = params.get("context_init")
-    vectors = None if init_text is None else words_to_vectors(init_text, num_context, ctx)
+    depth, num_context, vectors, init_text = text_init(params, ctx)
     return CoOpLearner(depth, num_context, ctx.text_width, vectors, init_text)

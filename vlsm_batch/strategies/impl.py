@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +39,27 @@ class LearnerContext:
     vision_layers: int | None
     token_embedding: nn.Embedding  # frozen; used to turn init words into vectors
     tokenizer: Any  # transformers CLIPTokenizer
+    vision_run_layers: int | None = None  # vision layers the model actually runs (CLIPSeg: deepest extract + 1)
+    image_feature_dim: int | None = None  # width of the image feature CoCoOp's meta-net reads
+
+    def vision_rows(self, depth: int) -> int:
+        """Visual prompt rows for ``depth``: rows for layers the model never runs would feed nothing.
+
+        CLIPSeg runs its ViT only to layer 10, so depth 11 gets 10 visual rows (the original's 11th visual row
+        reached the decoder only through its in-place overwrite leak, reference §11).
+        """
+        return min(depth, self.vision_run_layers or self.vision_layers or 0)
+
+
+@dataclass
+class Prompts:
+    """The fresh tokens of one forward pass: ``text[k]`` / ``vision[k]`` enter layer k+1 of their tower.
+
+    Each tensor is (1, n, width) when shared by the batch or (batch, n, width) when image-conditioned.
+    """
+
+    text: list[torch.Tensor] = field(default_factory=list)
+    vision: list[torch.Tensor] = field(default_factory=list)
 
 
 class PromptLearner(nn.Module):
@@ -52,18 +73,27 @@ class PromptLearner(nn.Module):
     towers: ClassVar[frozenset[str]]
     needs_image_features: ClassVar[bool] = False  # CoCoOp-style learners condition on the image
 
-    def __init__(self, depth: int, num_context: int):
+    def __init__(self, depth: int, num_context: int, vision_rows: int = 0):
         super().__init__()
         self.depth = depth
         self.num_context = num_context
+        self.text_rows = depth if "text" in self.towers else 0
+        self.vision_rows = vision_rows if "vision" in self.towers else 0
 
-    def text_context(self, k: int, batch_size: int, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Text prompt tokens (batch, num_context, text_width) for depth index ``k``."""
+    def text_context(self, k: int, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Text prompt tokens (1 or batch, num_context, text_width) for depth index ``k``."""
         raise NotImplementedError(f"{type(self).__name__} does not prompt the text tower")
 
-    def vision_context(self, k: int, batch_size: int) -> torch.Tensor:
-        """Visual prompt tokens (batch, num_context, vision_width) for depth index ``k``."""
+    def vision_context(self, k: int) -> torch.Tensor:
+        """Visual prompt tokens (1, num_context, vision_width) for depth index ``k``."""
         raise NotImplementedError(f"{type(self).__name__} does not prompt the vision tower")
+
+    def forward(self, image_features: torch.Tensor | None = None) -> Prompts:
+        """All prompt tokens of one forward pass (learners that share work across towers override this)."""
+        return Prompts(
+            text=[self.text_context(k, image_features) for k in range(self.text_rows)],
+            vision=[self.vision_context(k) for k in range(self.vision_rows)],
+        )
 
     def describe(self) -> list[str]:
         """One line per place prompts enter, for ``describe``."""
@@ -75,7 +105,13 @@ LearnerBuilder = Callable[[Mapping[str, Any], LearnerContext], PromptLearner]
 # strategy -> "module:function" (a LearnerBuilder), or None for strategies that run the model without prompts.
 PROMPT_LEARNERS: dict[str, str | None] = {
     "coop": "vlsm_batch.strategies.coop:build_coop",
+    "cocoop": "vlsm_batch.strategies.cocoop:build_cocoop",
+    "vpt": "vlsm_batch.strategies.vpt:build_vpt",
+    "maple": "vlsm_batch.strategies.multimodal:build_maple",
+    "shared_separate": "vlsm_batch.strategies.multimodal:build_shared_separate",
+    "shared_attn": "vlsm_batch.strategies.multimodal:build_shared_attn",
     "zero_shot": None,
+    "finetune": None,  # no prompts: the model wrapper unfreezes every weight
 }
 
 
@@ -96,6 +132,19 @@ def build_prompt_learner(strategy: str, params: Mapping[str, Any], ctx: LearnerC
     module_name, func_name = target.split(":")
     builder: LearnerBuilder = getattr(importlib.import_module(module_name), func_name)
     return builder(resolve_params(strategy, params), ctx)
+
+
+def layer_span(rows: int, depth: int | None = None) -> str:
+    """Text "layer 1" or "layers 1..rows" for describe lines; notes rows cut below ``depth`` (vision stops early)."""
+    span = "layer 1" if rows == 1 else f"layers 1..{rows}"
+    if depth is not None and rows < depth:
+        span += f" (prompt_depth {depth}: the model runs no vision layer above {rows})"
+    return span
+
+
+def check_num_context(num_context: int) -> None:
+    if num_context < 1:
+        raise PromptConfigError(f"num_context must be at least 1, not {num_context}")
 
 
 def check_depth(depth: int, towers: frozenset[str], ctx: LearnerContext) -> None:

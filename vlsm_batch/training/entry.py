@@ -37,6 +37,7 @@ from ..errors import VlsmBatchError
 from ..layout import TrialPaths, atomic_write_json, atomic_write_text
 from ..metrics import METRIC_KEYS, OBJECTIVES
 from ..metrics.segmentation import mean_std
+from ..strategies import get_strategy
 from .data import SegmentationData
 from .module import SegmentationModule
 
@@ -56,6 +57,9 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     paths = TrialPaths(Path(trial_dir).absolute())
     config = json.loads(paths.config.read_text(encoding="utf-8"))
     train, params = config["train"], config["params"]
+    trains = get_strategy(config["strategy"]).trains
+    if not trains:  # zero-shot: evaluated like the benchmark (batch 32, fp32; reference §4.4), nothing is fit
+        train = {"batch_size": 32, "precision": "32", "max_epochs": 1, **train}
 
     pl.seed_everything(config["seed"], workers=True)
     cuda = torch.cuda.is_available()
@@ -75,10 +79,15 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         num_workers=int(config.get("num_workers", 0)),
         prompt_key=prompt_key,
         pin_memory=cuda,
+        dataset=get_dataset(config["dataset"]),
+        device="cuda" if cuda else None,  # decoded once, then kept on the GPU (augmented there)
     )
-    module = SegmentationModule(model, data.transform, params["lr"], params.get("weight_decay", 0.0))
+    module = SegmentationModule(model, data.transform, params.get("lr", 0.0), params.get("weight_decay", 0.0))
 
-    best_checkpoint, report, callbacks = _callbacks(paths, config)
+    if trains:
+        best_checkpoint, report, callbacks = _callbacks(paths, config)
+    else:
+        best_checkpoint, report, callbacks = None, EpochReport(paths.history, 0), []
     trainer = pl.Trainer(
         accelerator="auto",
         devices=1,
@@ -97,11 +106,12 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     resume = last if last.is_file() else None
     if resume:
         print(f"resuming from {resume}", flush=True)
-    with _quiet():
-        trainer.fit(module, data.train_loader(), data.eval_loader("val"), ckpt_path=resume)
+    if trains:
+        with _quiet():
+            trainer.fit(module, data.train_loader(), data.eval_loader("val"), ckpt_path=resume)
 
-    best = Path(best_checkpoint.best_model_path) if best_checkpoint.best_model_path else None
-    if best is None or not best.is_file():
+    best = Path(best_checkpoint.best_model_path) if best_checkpoint and best_checkpoint.best_model_path else None
+    if trains and (best is None or not best.is_file()):
         print(f"warning: no best checkpoint by {config['objective']['metric']}; evaluating {last}", flush=True)
         best = last
     val = _predict(trainer, module, data.eval_loader("val", with_original=True), best)
@@ -115,7 +125,9 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         "objective": config["objective"],
         "val/loss": float(val["loss"].mean()) if len(val["loss"]) else None,
         "epochs": int(trainer.current_epoch),
-        "best_epoch": int(torch.load(best, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1,
+        "best_epoch": (
+            int(torch.load(best, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1 if best else None
+        ),
         # this attempt, plus the epochs that earlier (interrupted) attempts ran
         "wall_time_s": round(time.perf_counter() - started + earlier_s, 3),
         "trainable_params": int(model.trainable_parameter_count()),
@@ -176,16 +188,20 @@ def _default_factory() -> ModelFactory:
 
 
 def dataset_root(config: dict[str, Any]) -> tuple[Path, str]:
-    """The dataset folder and prompt key of a trial; the synthetic dataset is generated first when missing."""
+    """The dataset folder and prompt key of a trial; the synthetic dataset is generated first when missing.
+
+    ``config["prompt_key"]``, when present, overrides the dataset's prompt key.
+    """
     info = get_dataset(config["dataset"])
-    if info.layout != "medvlsm" or not info.implemented:
+    if not info.implemented:
         raise VlsmBatchError(f"dataset {info.name!r} ({info.layout} layout) has no loader in this build")
     data_root = Path(config["data_root"])
+    prompt_key = config.get("prompt_key") or info.prompt_key
     if info.generated:
         from ..datasets.synthetic import ensure_synthetic
 
-        return ensure_synthetic(data_root), info.prompt_key
-    return data_root / info.folder, info.prompt_key
+        return ensure_synthetic(data_root), prompt_key
+    return data_root / info.folder, prompt_key
 
 
 def resolve_precision(requested: str, cuda: bool) -> str:
@@ -208,7 +224,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _predict(trainer: pl.Trainer, module: SegmentationModule, loader: DataLoader, ckpt: Path) -> dict[str, Any]:
+def _predict(trainer: pl.Trainer, module: SegmentationModule, loader: DataLoader, ckpt: Path | None) -> dict[str, Any]:
     with _quiet():
         outs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt) or []
     if not outs:
