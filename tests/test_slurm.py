@@ -396,7 +396,6 @@ def test_quickstart_spec_through_slurm_to_analysis_with_stand_in(slurm, env, mon
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
-@pytest.mark.slow
 def test_quickstart_trains_through_slurm_to_analysis(slurm, tmp_path):
     """The real thing: `vlsm-batch submit` of the quickstart on the local cluster, real training, then analyze."""
     spec = _quickstart_on_slurm(tmp_path)
