@@ -168,10 +168,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         _out(render(["model", "px", "max depth", "trainable", "description"], rows))
     if args.what in ("strategies", "all"):
         rows = [
-            [s.name, ",".join(sorted(s.towers)) or "-", ", ".join(s.param_names) or "-", s.description]
+            [
+                s.name,
+                ",".join(sorted(s.towers)) or "-",
+                ",".join(sorted(s.implemented_for)) or "not yet",
+                ", ".join(s.param_names) or "-",
+            ]
             for s in (STRATEGIES.get(n) for n in STRATEGIES)
         ]
-        _out(render(["strategy", "prompts", "parameters", "description"], rows))
+        _out(render(["strategy", "prompts", "trainable on", "parameters"], rows))
     if args.what in ("datasets", "all"):
         rows = [
             [d.name, d.domain, d.modality, d.layout, "yes" if d.implemented else "not yet"]
