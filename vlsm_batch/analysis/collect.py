@@ -80,6 +80,7 @@ def trial_row(
         "state": state,
         "error_class": (status.get("error") or {}).get("class") if isinstance(status.get("error"), dict) else None,
         SIG: sig,
+        "dataset_domain": (t.data.get("custom") or {}).get("domain"),  # datasets declared in the spec
     }
     for k, v in t.params.items():
         row[k] = v
@@ -182,7 +183,10 @@ def with_derived(df: pl.DataFrame) -> pl.DataFrame:
         return df
     ds = {d: domain(d) for d in df["dataset"].unique().to_list()}
     st = {s: towers(s) for s in df["strategy"].unique().to_list()}
+    domain_expr = pl.col("dataset").replace_strict(ds, return_dtype=pl.String)
+    if "dataset_domain" in df.columns:
+        domain_expr = pl.coalesce(pl.col("dataset_domain").cast(pl.String), domain_expr)
     return df.drop([c for c in DERIVED if c in df.columns]).with_columns(
-        pl.col("dataset").replace_strict(ds, return_dtype=pl.String).alias("domain"),
+        domain_expr.alias("domain"),
         pl.col("strategy").replace_strict(st, return_dtype=pl.String).alias("towers"),
     )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 CELL = ("model", "dataset", "strategy")
 # Columns of the trial frame that are neither parameters nor metrics.
 META = {"trial_id", "model", "dataset", "strategy", "seed", "sample_index", CONFIG, "state", "error_class", SIG,
-        "domain", "towers"}  # fmt: skip
+        "dataset_domain", "domain", "towers"}  # fmt: skip
 
 
 def check_columns(df: pl.DataFrame, by: list[str]) -> None:

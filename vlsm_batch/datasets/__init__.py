@@ -18,6 +18,7 @@ Layouts (readers in ``readers.py``, reference §7):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..registry import Registry
 
@@ -121,6 +122,25 @@ DATASETS.register(
         generated=True,
     ),
 )
+
+
+def custom_dataset_info(definition: dict[str, Any]) -> DatasetInfo:
+    """A ``DatasetInfo`` for a dataset declared in a spec (``folder`` is its absolute path, so that
+    ``data_root / folder`` is that path)."""
+    prompt = definition.get("prompt")
+    source = "fixed" if prompt else ("class_name" if definition["layout"] == "image_dir" else "annotation")
+    return DatasetInfo(
+        name=definition["name"],
+        folder=str(definition["path"]),
+        layout=definition["layout"],
+        domain=definition["domain"],
+        modality=definition.get("modality") or "unknown",
+        split_counts=None,
+        prompt_key=definition.get("prompt_key") or "p1",
+        description="declared in the study spec",
+        prompt_source=source,
+        fixed_prompt=prompt,
+    )
 
 
 def get_dataset(name: str) -> DatasetInfo:

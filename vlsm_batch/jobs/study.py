@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import json
@@ -17,6 +18,7 @@ from typing import Any
 from ..layout import StudyLayout, append_jsonl, atomic_write_json, atomic_write_text, read_json
 from ..spec.types import StudySpec
 from ..trials import Trial
+from ..trials.expand import trial_prompt_key
 from .state import NEW, PENDING, now_iso, read_status, write_status
 
 VERSIONED_PACKAGES = (
@@ -41,13 +43,22 @@ def read_manifest(layout: StudyLayout) -> list[Trial]:
 
 def trial_config(spec: StudySpec, trial: Trial) -> dict[str, Any]:
     """The ``config.json`` a task reads: the trial's identity plus where to find data and weights."""
-    return {
+    config = {
         **trial.manifest_record(),
         "study": spec.study,
         "data_root": str(spec.data_root),
         "weights": spec.weights.get(trial.model),
         "num_workers": spec.train.num_workers,
+        "prompt_key": trial_prompt_key(spec, trial.dataset),
     }
+    custom = spec.custom_datasets.get(trial.dataset)
+    if custom is not None:  # the training side rebuilds the DatasetInfo from this (path included)
+        config["dataset_def"] = {
+            **dataclasses.asdict(custom),
+            "path": str(custom.path),
+            "prompt_key": trial_prompt_key(spec, trial.dataset),
+        }
+    return config
 
 
 def write_study(spec: StudySpec, trials: list[Trial]) -> StudyLayout:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..datasets import get_dataset
 from ..errors import SubmissionError
 from ..layout import StudyLayout
 from ..spec.types import StudySpec
 from ..trials import Expansion, Trial
+from ..trials.expand import dataset_info, trial_prompt_key
 from .executor import choose_executor, visible_gpu_ids
 from .local import LocalOutcome, run_local
 from .state import CANCELLED, FAILED, NEW, PENDING, read_status
@@ -53,13 +53,14 @@ def preflight_data(spec: StudySpec) -> None:
 
     problems = []
     for name in spec.datasets:
-        info = get_dataset(name)
+        info = dataset_info(spec, name)
         if info.generated:
             from ..datasets.synthetic import ensure_synthetic
 
             ensure_synthetic(spec.data_root)
             continue
-        report = verify_dataset(info, spec.data_root / info.folder, quick=True)
+        prompt_key = trial_prompt_key(spec, name)
+        report = verify_dataset(info, spec.data_root / info.folder, quick=True, prompt_key=prompt_key)
         problems += [f"  {name}: {f.message}" for f in report.findings if f.severity == ERROR]
     if problems:
         raise SubmissionError(

@@ -11,7 +11,7 @@ from typing import Any
 from ..metrics import OBJECTIVES
 from .distributions import fixed_value, to_distribution
 from .paramcheck import all_param_names, param_kind
-from .types import ResourcesSpec, SearchSpec, SlurmSpec, StudySpec, TrainSpec
+from .types import CustomDataset, ResourcesSpec, SearchSpec, SlurmSpec, StudySpec, TrainSpec
 
 _LOOP_KEYS = ("max_epochs", "min_epochs", "batch_size", "precision", "num_workers")
 _STOPPING_KEYS = {
@@ -73,7 +73,20 @@ def build_spec(
     data_root: Path,
     weights: dict[str, str],
     notes: list[str],
+    custom_paths: dict[str, Path] | None = None,
 ) -> StudySpec:
+    custom = {
+        name: CustomDataset(
+            name=name,
+            path=(custom_paths or {})[name],
+            layout=d["layout"],
+            domain=d["domain"],
+            modality=d.get("modality", "unknown"),
+            prompt_key=d.get("prompt_key"),
+            prompt=d.get("prompt"),
+        )
+        for name, d in data.get("custom_datasets", {}).items()
+    }
     return StudySpec(
         study=data["study"],
         path=path,
@@ -90,4 +103,6 @@ def build_spec(
         resources=build_resources(data.get("resources", {})),
         weights=weights,
         notes=tuple(notes),
+        prompt_key=data.get("prompt_key", "p1"),
+        custom_datasets=custom,
     )

@@ -24,9 +24,14 @@ def check_names(ctx: CheckContext) -> None:
     for i, name in ctx.items("models"):
         if name not in MODELS:
             ctx.report.error(("models", i), f"unknown model {name!r}; {did_you_mean(name, MODELS.names())}")
+    custom = ctx.section("custom_datasets")
     for i, name in ctx.items("datasets"):
-        if name not in DATASETS:
-            ctx.report.error(("datasets", i), f"unknown dataset {name!r}; {did_you_mean(name, DATASETS.names())}")
+        if name not in DATASETS and name not in custom:
+            known = DATASETS.names() + list(custom)
+            ctx.report.error(
+                ("datasets", i),
+                f"unknown dataset {name!r}; {did_you_mean(name, known)} (or declare it under custom_datasets)",
+            )
     for i, name in ctx.items("strategies"):
         if name not in STRATEGIES:
             ctx.report.error(("strategies", i), f"unknown strategy {name!r}; {did_you_mean(name, STRATEGIES.names())}")
@@ -50,6 +55,29 @@ def check_names(ctx: CheckContext) -> None:
             else:
                 msg = f"weights for unknown model {key!r}; {did_you_mean(key, listed or MODELS.names())}"
             ctx.report.error(("weights", key), msg, key=True)
+
+
+def check_custom_datasets(ctx: CheckContext) -> None:
+    """Declared datasets: no clash with catalog names, one prompt source, used somewhere."""
+    listed = {name for _, name in ctx.items("datasets")}
+    for name, d in ctx.section("custom_datasets").items():
+        if not ctx.ok(("custom_datasets", name)):
+            continue
+        where = ("custom_datasets", name)
+        if name in DATASETS:
+            ctx.report.error(where, f"{name!r} is a catalog dataset; give your dataset another name", key=True)
+            continue
+        if "prompt" in d and "prompt_key" in d:
+            ctx.report.error(
+                (*where, "prompt"), "give either prompt (fixed) or prompt_key (from anns/*.json), not both"
+            )
+        if d.get("layout") == "image_dir" and ("prompt" in d or "prompt_key" in d):
+            ctx.report.error(
+                (*where, "prompt" if "prompt" in d else "prompt_key"),
+                "the image_dir layout takes its prompt from the class folder name; remove this key",
+            )
+        if name not in listed:
+            ctx.report.note(f"custom dataset {name!r} is declared but not listed under datasets")
 
 
 def check_pairs(ctx: CheckContext) -> None:
@@ -157,6 +185,7 @@ def check_train(ctx: CheckContext) -> None:
 def run_checks(ctx: CheckContext) -> None:
     """All semantic checks, in file order of the sections they read."""
     check_names(ctx)
+    check_custom_datasets(ctx)
     check_pairs(ctx)
     check_params(ctx)
     check_search(ctx)

@@ -56,6 +56,18 @@ class _PathFields:
             return None
         return None if text is None else absolute(text, self.base_dir)
 
+    def custom_paths(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for name, d in self.ctx.section("custom_datasets").items():
+            if not self.ctx.ok(("custom_datasets", name)) or not isinstance(d, dict) or "path" not in d:
+                continue
+            text = self.expand(("custom_datasets", name, "path"), d["path"])
+            if text == "":
+                self.ctx.report.error(("custom_datasets", name, "path"), "expands to an empty path")
+            elif text is not None:
+                out[name] = absolute(text, self.base_dir)
+        return out
+
     def weights(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for model, raw in self.ctx.section("weights").items():
@@ -89,6 +101,7 @@ def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None, base_di
     output_dir = fields.directory("output_dir", f"runs/{study}")
     data_root = fields.directory("data_root", "data")
     weights = fields.weights()
+    custom_paths = fields.custom_paths()
     if report.errors:
         raise SpecError(report.errors)
     assert output_dir is not None and data_root is not None
@@ -100,4 +113,5 @@ def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None, base_di
         data_root=data_root,
         weights=weights,
         notes=report.notes,
+        custom_paths=custom_paths,
     )

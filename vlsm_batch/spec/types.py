@@ -80,6 +80,19 @@ class ResourcesSpec:
 
 
 @dataclass(frozen=True)
+class CustomDataset:
+    """A dataset declared in the spec (``custom_datasets``) instead of the catalog."""
+
+    name: str
+    path: Path  # absolute
+    layout: str  # medvlsm | camus | chexlocalize | image_dir
+    domain: str  # medical | natural
+    modality: str = "unknown"
+    prompt_key: str | None = None  # None: the study's prompt_key
+    prompt: str | None = None  # a fixed prompt for every sample
+
+
+@dataclass(frozen=True)
 class StudySpec:
     study: str
     path: Path  # the spec file
@@ -96,3 +109,5 @@ class StudySpec:
     resources: ResourcesSpec
     weights: dict[str, str] = field(default_factory=dict)  # model name -> HF id or local path
     notes: tuple[str, ...] = ()  # non-fatal findings, e.g. "vpt skipped for cris: <why>"
+    prompt_key: str = "p1"  # annotation prompt key of every dataset with annotation prompts
+    custom_datasets: dict[str, CustomDataset] = field(default_factory=dict)

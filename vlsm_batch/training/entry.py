@@ -32,7 +32,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..datasets import get_dataset
+from ..datasets import DatasetInfo, custom_dataset_info, get_dataset
 from ..errors import VlsmBatchError
 from ..layout import TrialPaths, atomic_write_json, atomic_write_text
 from ..metrics import METRIC_KEYS, OBJECTIVES
@@ -79,7 +79,7 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         num_workers=int(config.get("num_workers", 0)),
         prompt_key=prompt_key,
         pin_memory=cuda,
-        dataset=get_dataset(config["dataset"]),
+        dataset=trial_dataset(config),
         device="cuda" if cuda else None,  # decoded once, then kept on the GPU (augmented there)
     )
     module = SegmentationModule(model, data.transform, params.get("lr", 0.0), params.get("weight_decay", 0.0))
@@ -187,12 +187,19 @@ def _default_factory() -> ModelFactory:
     return create_model
 
 
+def trial_dataset(config: dict[str, Any]) -> DatasetInfo:
+    """The catalog entry of the trial's dataset, or the definition the spec declared (``dataset_def``)."""
+    if config.get("dataset_def"):
+        return custom_dataset_info(config["dataset_def"])
+    return get_dataset(config["dataset"])
+
+
 def dataset_root(config: dict[str, Any]) -> tuple[Path, str]:
     """The dataset folder and prompt key of a trial; the synthetic dataset is generated first when missing.
 
     ``config["prompt_key"]``, when present, overrides the dataset's prompt key.
     """
-    info = get_dataset(config["dataset"])
+    info = trial_dataset(config)
     if not info.implemented:
         raise VlsmBatchError(f"dataset {info.name!r} ({info.layout} layout) has no loader in this build")
     data_root = Path(config["data_root"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..datasets import get_dataset
+from ..datasets import DatasetInfo, custom_dataset_info, get_dataset
 from ..models import get_model_info
 from ..spec.types import Distribution, StudySpec
 from ..strategies import get_strategy, incompatibility
@@ -42,9 +43,39 @@ class Expansion:
         return [t for c in self.cells if not c.unsupported for t in c.trials]
 
 
-def unsupported_reason(model: str, dataset: str, strategy: str) -> str | None:
+def dataset_info(spec: StudySpec, name: str) -> DatasetInfo:
+    """The catalog entry, or the definition of a dataset declared in the spec."""
+    custom = spec.custom_datasets.get(name)
+    if custom is None:
+        return get_dataset(name)
+    return custom_dataset_info({**dataclasses.asdict(custom), "prompt_key": custom.prompt_key or spec.prompt_key})
+
+
+def trial_prompt_key(spec: StudySpec, name: str) -> str | None:
+    """The annotation prompt key a trial on this dataset reads (None when prompts are not from annotations)."""
+    info = dataset_info(spec, name)
+    if info.prompt_source != "annotation":
+        return None
+    return info.prompt_key if name in spec.custom_datasets else spec.prompt_key
+
+
+def data_identity(spec: StudySpec, name: str) -> dict[str, Any]:
+    """What a trial's result depends on beyond the dataset's name (see ``Trial.data``)."""
+    info = dataset_info(spec, name)
+    prompt_key = info.prompt_key if name in spec.custom_datasets else spec.prompt_key
+    annotated = info.prompt_source == "annotation"
+    if name in spec.custom_datasets:
+        custom = {"layout": info.layout, "domain": info.domain, "prompt_source": info.prompt_source}
+        custom.update({"prompt_key": prompt_key} if annotated else {})
+        custom.update({"prompt": info.fixed_prompt} if info.fixed_prompt else {})
+        return {"custom": custom}
+    return {"prompt_key": prompt_key} if annotated and prompt_key != info.prompt_key else {}
+
+
+def unsupported_reason(model: str, dataset: str | DatasetInfo, strategy: str) -> str | None:
     """Why this build cannot train the cell yet, or None."""
-    m, d, s = get_model_info(model), get_dataset(dataset), get_strategy(strategy)
+    d = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    m, s = get_model_info(model), get_strategy(strategy)
     if not m.implemented:
         return f"model {model} is not implemented in this build"
     if not d.implemented:
@@ -87,7 +118,8 @@ def expand(spec: StudySpec) -> Expansion:
                 if reason:
                     cell.skipped = reason
                     continue
-                cell.unsupported = unsupported_reason(model, dataset, strategy)
+                cell.unsupported = unsupported_reason(model, dataset_info(spec, dataset), strategy)
+                data = data_identity(spec, dataset)
                 space, fixed = cell_space(spec, strategy)
                 train = spec.train.loop_settings() if info.trains else {}
                 seeds = spec.seeds if info.trains else spec.seeds[:1]  # zero-shot has nothing to replicate
@@ -95,7 +127,7 @@ def expand(spec: StudySpec) -> Expansion:
                 for index, sampled in enumerate(sample(spec.search.method, space, n, spec.search.seed)):
                     params = {k: round_value(v) for k, v in {**fixed, **sampled}.items()}
                     for seed in seeds:
-                        trial = Trial(model, dataset, strategy, seed, params, train, objective, index).with_id()
+                        trial = Trial(model, dataset, strategy, seed, params, train, objective, index, data).with_id()
                         if trial.trial_id in seen:
                             continue
                         seen.add(trial.trial_id)

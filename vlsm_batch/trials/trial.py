@@ -34,6 +34,10 @@ class Trial:
     train: dict[str, Any]
     objective: dict[str, str]
     sample_index: int = 0  # position in its cell's sample stream (not part of the identity)
+    # What about the data is not implied by the dataset name: a non-default prompt key, or the definition of a
+    # dataset declared in the spec (never its path). Part of the identity only when non-empty, so the ids of
+    # plain studies do not depend on it.
+    data: dict[str, Any] = field(default_factory=dict)
     trial_id: str = field(default="", compare=False)
 
     def identity(self) -> dict[str, Any]:
@@ -45,6 +49,7 @@ class Trial:
             "params": self.params,
             "train": self.train,
             "objective": self.objective,
+            **({"data": self.data} if self.data else {}),
         }
 
     def with_id(self) -> Trial:
@@ -70,5 +75,6 @@ class Trial:
             train=rec["train"],
             objective=rec["objective"],
             sample_index=rec.get("sample_index", 0),
+            data=rec.get("data", {}),
             trial_id=rec["trial_id"],
         )
