@@ -167,9 +167,15 @@ def test_depth_outside_the_text_tower_is_refused() -> None:
         tiny(5)
 
 
-def test_unimplemented_model() -> None:
+def test_unimplemented_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from vlsm_batch.models import factory, get_model_info
+
+    info = dataclasses.replace(get_model_info("clipseg-tiny"), implemented=False)
+    monkeypatch.setattr(factory, "get_model_info", lambda name: info)
     with pytest.raises(VlsmBatchError, match="not implemented"):
-        create_model("cris-tiny", "coop", {})
+        create_model("clipseg-tiny", "coop", {})
 
 
 def test_tiny_build_is_seeded_and_leaves_global_rng_alone() -> None:

@@ -76,14 +76,14 @@ MODELS.register(
     ModelInfo(
         name="cris",
         family="cris",
-        description="CRIS (CLIP RN50 + FPN neck + VL decoder + projector), 416 px, local weights",
+        description="CRIS (CLIP RN50 + FPN neck + VL decoder + projector), 416 px, local checkpoint in `weights:`",
         image_size=416,
         text_layers=12,
         vision_layers=None,
         max_prompt_depth=12,
         default_weights=None,
         builder="vlsm_batch.models.cris:build_cris",
-        implemented=False,
+        text_width=512,
     ),
 )
 MODELS.register(
@@ -91,14 +91,14 @@ MODELS.register(
     ModelInfo(
         name="cris-tiny",
         family="cris",
-        description="CRIS architecture, tiny widths, random init: for tests",
+        description="CRIS architecture, tiny widths, random init, offline tokenizer: for tests and quick specs",
         image_size=64,
         text_layers=4,
         vision_layers=None,
         max_prompt_depth=4,
         default_weights=None,
         builder="vlsm_batch.models.cris:build_cris_tiny",
-        implemented=False,
+        text_width=32,
     ),
 )
 

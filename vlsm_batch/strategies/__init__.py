@@ -89,9 +89,10 @@ def _reg(info: StrategyInfo) -> None:
 _TEXT, _VISION, _BOTH = frozenset({"text"}), frozenset({"vision"}), frozenset({"text", "vision"})
 
 _CLIPSEG = frozenset({"clipseg"})
+_TEXT_ONLY = frozenset({"clipseg", "cris"})  # text prompts and baselines run on both families
 _reg(
     StrategyInfo(
-        "coop", "CoOp: learnable text context after BOS", _TEXT, (*_PROMPT, CTX_INIT), implemented_for=_CLIPSEG
+        "coop", "CoOp: learnable text context after BOS", _TEXT, (*_PROMPT, CTX_INIT), implemented_for=_TEXT_ONLY
     )
 )
 _reg(
@@ -100,7 +101,7 @@ _reg(
         "CoCoOp: CoOp + image-conditioned meta-net",
         _TEXT,
         (*_PROMPT, CTX_INIT, HDIM, LORA, SHARED_PROJ),
-        implemented_for=_CLIPSEG,
+        implemented_for=_TEXT_ONLY,
     )
 )
 _reg(StrategyInfo("vpt", "VPT-deep: learnable visual tokens", _VISION, _PROMPT, implemented_for=_CLIPSEG))
@@ -139,7 +140,7 @@ _reg(
         (),
         True,
         False,
-        implemented_for=_CLIPSEG,
+        implemented_for=_TEXT_ONLY,
     )
 )
 _reg(
@@ -152,7 +153,7 @@ _reg(
             _p("weight_decay", "float", 1e-3, low=0.0, high=1.0),
         ),
         True,
-        implemented_for=_CLIPSEG,
+        implemented_for=_TEXT_ONLY,
     )
 )
 
