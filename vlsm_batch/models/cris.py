@@ -1,0 +1,355 @@
+"""CRIS (CLIP RN50 + FPN neck + vision-language decoder + projector, reference §4.2) with prompt learners.
+
+The backbone is open_clip's RN50 (QuickGELU, as OpenAI's weights need) built for 416 px; its attention pool is run
+*spatially* here (every position is a query, not only the mean token) plus CRIS's 1x1 conv + BN ``connect``
+residual and a ReLU, which gives C5 (1024 x 13 x 13). C3 = layer2, C4 = layer3. The text tower is run here too so
+that prompt tokens can enter:
+
+* prompt tokens after BOS, positions added after insertion, causal + key-padding mask over L + n tokens;
+* depth semantics as for CLIPSeg: fresh tokens at the input of text layers 1..d (``context[k]`` enters layer k+1,
+  written into a new tensor). **The original CRIS wrapper is off by one** (row 0 fed layers 1 and 2, fresh rows
+  up to layer d+1, reference §2.4 / §9 item 16); here a depth means the same on both models;
+* word features ``ln_final(x)`` (B, L+n, 512) feed the decoder's cross-attention with n "not padded" entries
+  prepended to the padding mask; the sentence state is ``ln_final(x)[argmax(ids) + n] @ text_projection``.
+
+Frozen parts (backbone, neck, decoder, projector) stay in eval mode during fit (BatchNorm statistics never
+move); the image pass runs without gradient, neck/decoder/projector with gradient so it reaches the prompts.
+CoCoOp conditions on the global average of the C5 map (1024-d). The frozen logits (stride 4) are resized to the
+input size bicubically (``align_corners=True``) as in TuneVLSeg; the optional head of §4.3 reads the decoder map.
+
+``finetune`` trains every weight with decoder dropout 0.2 (reference §4.4); prompt strategies and zero-shot use
+dropout 0 as the prompt-tuning configs did.
+
+Weights (``weights:`` in the spec): a local CRIS checkpoint (``.pth``/``.pt``/``.ckpt``; a plain state dict or one
+nested under ``state_dict``/``model``; prefixes ``module.``/``model.``/``net.`` stripped), loaded strictly. A
+checkpoint without ``backbone.*`` keys takes the backbone from an OpenAI CLIP RN50 file: ``$VLSM_CLIP_RN50`` or
+``RN50.pt`` next to the checkpoint. The attention pool's 7x7 position grid of OpenAI/CRIS files is resized
+bicubically to 13x13 once at load (CRIS resized it on every forward; the result is the same).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..strategies.impl import LearnerContext, PromptLearner, Prompts, build_prompt_learner, resolve_params
+from . import get_model_info
+from .checkpoints import CheckpointMismatchError, load_strict, read_state_dict, strip_prefixes
+from .clipseg import _seeded
+from .cris_layers import FPN, CRISUpsampler, Projector, TransformerDecoder
+from .prompted import ModelLoadError, PromptedSegmenter, cap_tokens, freeze
+from .tokenizer import VOCAB_SIZE, offline_clip_tokenizer
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RN50_ENV = "VLSM_CLIP_RN50"
+FINETUNE_DROPOUT = 0.2
+_POS_KEY = "visual.attnpool.positional_embedding"
+_CLIP_META = ("input_resolution", "context_length", "vocab_size")
+
+
+class CRISNet(nn.Module):
+    """The CRIS network: ``backbone`` (open_clip CLIP RN50 + ``visual.attnpool.connect``), ``neck``, ``decoder``,
+    ``proj`` (the original checkpoint layout)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        fpn_in: tuple[int, int, int],
+        fpn_out: tuple[int, int, int],
+        state_dim: int,
+        heads: int,
+        ffn: int,
+        layers: int = 3,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        pool = backbone.visual.attnpool
+        c5_in = pool.k_proj.in_features
+        pool.connect = nn.Sequential(nn.Conv2d(c5_in, state_dim, 1, bias=False), nn.BatchNorm2d(state_dim))
+        self.backbone = backbone
+        self.neck = FPN(fpn_in, fpn_out, state_dim)
+        d_model = fpn_out[1]
+        self.decoder = TransformerDecoder(layers, d_model, heads, ffn, dropout)
+        self.proj = Projector(state_dim, d_model // 2, 3)
+
+    # -- image ---------------------------------------------------------------------------------------------------
+    def _spatial_pool(self, x: torch.Tensor) -> torch.Tensor:
+        pool = self.backbone.visual.attnpool
+        b, c, h, w = x.shape
+        residual = pool.connect(x)
+        tokens = x.flatten(2).permute(2, 0, 1)  # (HW, B, C)
+        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens], 0)
+        pos = pool.positional_embedding
+        if pos.shape[0] != h * w + 1:  # another input size: resize the grid (bicubic, as CRIS did)
+            side = round((pos.shape[0] - 1) ** 0.5)
+            grid = pos[1:].reshape(1, side, side, c).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+            pos = torch.cat([pos[:1], grid.flatten(2)[0].t()], 0)
+        tokens = tokens + pos[:, None].to(tokens.dtype)
+        out, _ = F.multi_head_attention_forward(
+            query=tokens, key=tokens, value=tokens, embed_dim_to_check=c, num_heads=pool.num_heads,
+            q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+            in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=pool.c_proj.weight,
+            out_proj_bias=pool.c_proj.bias, use_separate_proj_weight=True, training=self.training,
+            need_weights=False,
+        )  # fmt: skip
+        out = out[1:].permute(1, 2, 0).reshape(b, -1, h, w)
+        return F.relu(out + residual.to(out.dtype))
+
+    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(C3, C4, C5): layer2, layer3 and the spatially attention-pooled layer4."""
+        visual = self.backbone.visual
+        x = visual.stem(pixel_values.to(visual.conv1.weight.dtype))
+        x = visual.layer1(x)
+        c3 = visual.layer2(x)
+        c4 = visual.layer3(c3)
+        return c3, c4, self._spatial_pool(visual.layer4(c4))
+
+    # -- text ----------------------------------------------------------------------------------------------------
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: list[torch.Tensor] | tuple = ()
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Word features (B, L+n, width), padding mask (B, L+n; True = padded) and sentence state (B, embed)."""
+        clip = self.backbone
+        n = prompts[0].shape[1] if prompts else 0
+        positions = clip.positional_embedding
+        input_ids, attention_mask = cap_tokens(input_ids, attention_mask, positions.shape[0] - n)
+        batch, length = input_ids.shape
+        hidden = clip.token_embedding(input_ids)
+        if n:
+            ctx = prompts[0].to(hidden.dtype).expand(batch, -1, -1)
+            hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1:]], dim=1)
+            attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
+        hidden = hidden + positions[: length + n]
+        total = length + n
+        allowed = torch.ones(total, total, dtype=torch.bool, device=hidden.device).tril()[None]
+        allowed = allowed & attention_mask[:, None, :].bool()  # (B, L, L)
+        mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~allowed, -torch.inf)
+        heads = clip.transformer.resblocks[0].attn.num_heads
+        mask = mask.repeat_interleave(heads, dim=0)  # (B * heads, L, L), open_clip adds it as a float mask
+        if not clip.transformer.batch_first:
+            raise ModelLoadError("open_clip's text transformer must be batch_first")
+        for k, block in enumerate(clip.transformer.resblocks, start=1):
+            hidden = block(hidden, attn_mask=mask)
+            if k < len(prompts):  # fresh tokens for layer k+1 in a new tensor (CLIPSeg's depth semantics)
+                ctx = prompts[k].to(hidden.dtype).expand(batch, -1, -1)
+                hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1 + n :]], dim=1)
+        words = clip.ln_final(hidden)
+        eos = input_ids.argmax(dim=-1) + n
+        state = words[torch.arange(batch, device=words.device), eos] @ clip.text_projection
+        return words, ~attention_mask.bool(), state
+
+    # -- heads ---------------------------------------------------------------------------------------------------
+    def decode(
+        self, feats: tuple[torch.Tensor, torch.Tensor, torch.Tensor], words: torch.Tensor, pad: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(stride-4 logits, decoder map (B, d_model, H/16, W/16))."""
+        fq = self.neck(feats, state)
+        fq = self.decoder(fq, words.to(fq.dtype), pad)
+        return self.proj(fq, state), fq
+
+
+class CRISPromptedSegmenter(PromptedSegmenter):
+    """CRIS, frozen (or fully trainable for ``finetune``), with the text prompts of one strategy."""
+
+    def __init__(
+        self,
+        net: CRISNet,
+        tokenizer: Any,
+        *,
+        image_size: int,
+        learner: PromptLearner | None,
+        learnable_upsampler: bool,
+        name: str,
+        strategy: str,
+        finetune: bool = False,
+    ):
+        freeze(net)
+        if finetune:
+            net.requires_grad_(True).train()
+        head = CRISUpsampler(net.decoder.norm.normalized_shape[0]) if learnable_upsampler else None
+        super().__init__(
+            tokenizer=tokenizer,
+            image_size=image_size,
+            image_mean=CLIP_MEAN,
+            image_std=CLIP_STD,
+            max_text_tokens=int(net.backbone.positional_embedding.shape[0]),
+            learner=learner,
+            head=head,
+            name=name,
+            strategy=strategy,
+        )
+        self.cris = net
+        self.finetune = finetune
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [] if self.finetune else [self.cris]
+
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.finetune):
+            feats = self.cris.encode_image(pixel_values)
+        learner = self.learner
+        if learner is None:
+            prompts = Prompts()
+        elif learner.needs_image_features:  # CoCoOp: the global average of the C5 map
+            prompts = learner(feats[2].float().mean(dim=(2, 3)))
+        else:
+            prompts = learner()
+        words, pad, state = self.cris.encode_text(input_ids, attention_mask, prompts.text)
+        coarse, fq = self.cris.decode(feats, words, pad, state)
+        logits = F.interpolate(coarse, size=pixel_values.shape[-2:], mode="bicubic", align_corners=True)
+        if self.head is not None:
+            logits = self.head(fq, logits)
+        return logits
+
+    def describe_prompts(self) -> list[str]:
+        lines = super().describe_prompts()
+        if self.head is not None:
+            lines[-1] = (
+                "head: learnable upsampler on the decoder map (1x1 conv to 64, bilinear, 5x5 conv), "
+                "blended (1 - r)·frozen + r·head, r learnable (init 0.5)"
+            )
+        return lines
+
+
+# -- building ----------------------------------------------------------------------------------------------------
+def _rn50_backbone(image_size: int) -> nn.Module:
+    import open_clip
+
+    return open_clip.create_model("RN50", pretrained=None, force_image_size=image_size, force_quick_gelu=True)
+
+
+def _tiny_backbone(image_size: int) -> nn.Module:
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    return CLIP(
+        embed_dim=64,
+        vision_cfg=CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, head_width=32, image_size=image_size),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=VOCAB_SIZE, width=32, heads=2, layers=4),
+        quick_gelu=True,
+    )
+
+
+def build_net(size: str, dropout: float) -> CRISNet:
+    """Seeded random CRIS: ``full`` (RN50, 416 px, reference widths) or ``tiny`` (64 px, for tests)."""
+    if size == "full":
+        return _seeded(
+            lambda: CRISNet(
+                _rn50_backbone(416), fpn_in=(512, 1024, 1024), fpn_out=(256, 512, 1024), state_dim=1024,
+                heads=8, ffn=2048, dropout=dropout,
+            )
+        )  # fmt: skip
+    return _seeded(
+        lambda: CRISNet(
+            _tiny_backbone(64), fpn_in=(64, 128, 64), fpn_out=(16, 32, 64), state_dim=64, heads=2, ffn=64,
+            dropout=dropout,
+        )
+    )  # fmt: skip
+
+
+def _resize_pos(state: dict[str, torch.Tensor], key: str, target: torch.Tensor) -> None:
+    pos = state.get(key)
+    if pos is None or pos.shape == target.shape or pos.ndim != 2 or pos.shape[1] != target.shape[1]:
+        return
+    side, new = round((pos.shape[0] - 1) ** 0.5), round((target.shape[0] - 1) ** 0.5)
+    if side * side + 1 != pos.shape[0] or new * new + 1 != target.shape[0]:
+        return
+    grid = pos[1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    state[key] = torch.cat([pos[:1].float(), grid.flatten(2)[0].t()], 0).to(pos.dtype)
+
+
+def clip_rn50_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """An OpenAI CLIP RN50 file (TorchScript or state dict) as backbone keys (metadata entries dropped)."""
+    state = strip_prefixes(read_state_dict(path))
+    return {k: v.float() for k, v in state.items() if k not in _CLIP_META}
+
+
+def load_cris_weights(net: CRISNet, path: str | Path) -> None:
+    """Load a CRIS checkpoint strictly (see the module docstring); mismatches list the keys."""
+    path = Path(path).expanduser()
+    state = {k: v for k, v in strip_prefixes(read_state_dict(path)).items() if k.split(".")[-1] not in _CLIP_META}
+    if not any(k.startswith("backbone.") for k in state):
+        rn50 = os.environ.get(RN50_ENV) or str(path.with_name("RN50.pt"))
+        if not Path(rn50).expanduser().is_file():
+            raise CheckpointMismatchError(
+                f"checkpoint {str(path)!r} has no backbone.* keys and no CLIP RN50 file was found: set {RN50_ENV} "
+                f"or put RN50.pt next to the checkpoint"
+            )
+        state.update({f"backbone.{k}": v for k, v in clip_rn50_state(rn50).items()})
+    own = net.state_dict()
+    _resize_pos(state, f"backbone.{_POS_KEY}", own[f"backbone.{_POS_KEY}"])
+    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()}
+    load_strict(net, state, str(path))
+
+
+def wrap_cris(
+    net: CRISNet, tokenizer: Any, name: str, strategy: str, params: Mapping[str, Any]
+) -> CRISPromptedSegmenter:
+    """Freeze ``net`` and add the learner of ``strategy`` (and the head); ``name`` is its catalog entry."""
+    clip = net.backbone
+    freeze(net)
+    ctx = LearnerContext(
+        model_name=name,
+        text_width=int(clip.token_embedding.embedding_dim),
+        text_layers=len(clip.transformer.resblocks),
+        vision_width=None,
+        vision_layers=None,
+        token_embedding=clip.token_embedding,
+        tokenizer=tokenizer,
+        image_feature_dim=int(net.backbone.visual.attnpool.connect[0].out_channels),
+    )
+    learner = build_prompt_learner(strategy, params, ctx)
+    resolved = resolve_params(strategy, params)
+    return CRISPromptedSegmenter(
+        net,
+        tokenizer,
+        image_size=get_model_info(name).image_size,
+        learner=learner,
+        learnable_upsampler=bool(resolved.get("learnable_upsampler", False)),
+        name=name,
+        strategy=strategy,
+        finetune=strategy == "finetune",
+    )
+
+
+def _dropout(strategy: str) -> float:
+    return FINETUNE_DROPOUT if strategy == "finetune" else 0.0
+
+
+def build_cris(
+    strategy: str, params: Mapping[str, Any], weights: str | None = None, random_init: bool = False
+) -> CRISPromptedSegmenter:
+    """CRIS at 416 px from a local checkpoint (``weights``), or with ``random_init`` seeded random weights."""
+    if not random_init and not weights:
+        raise ModelLoadError(
+            "cris has no downloadable weights: set `weights: {cris: path/to/cris_best_single.pth}` in the spec "
+            f"(the CLIP RN50 file, if the checkpoint lacks the backbone, via ${RN50_ENV})"
+        )
+    net = build_net("full", _dropout(strategy))
+    if not random_init:
+        assert weights is not None
+        load_cris_weights(net, weights)
+    return wrap_cris(net, offline_clip_tokenizer(), "cris", strategy, params)
+
+
+def build_cris_tiny(
+    strategy: str, params: Mapping[str, Any], weights: str | None = None, random_init: bool = True
+) -> CRISPromptedSegmenter:
+    """Tiny CRIS at 64 px, seeded random weights (or a checkpoint of the tiny architecture); for tests."""
+    net = build_net("tiny", _dropout(strategy))
+    if weights:
+        load_cris_weights(net, weights)
+    return wrap_cris(net, offline_clip_tokenizer(), "cris-tiny", strategy, params)
