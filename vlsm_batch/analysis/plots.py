@@ -102,6 +102,11 @@ def line_panels(panels: list[tuple[str, dict[str, tuple[list, list]]]], xlabel: 
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        xs_all = [x for xs, _ in lines.values() for x in xs]
+        if xs_all and all(isinstance(x, int) and not isinstance(x, bool) for x in xs_all):
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # depths 1, 2, 3, not 1.5
         if lines:
             ax.legend(fontsize="small")
     fig.tight_layout()
@@ -124,7 +129,10 @@ def heatmap(rows: list[str], cols: list[str], values: list[list[float | None]], 
             text = "–" if not np.isfinite(a[i, j]) else f"{a[i, j]:.3f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if a[i, j] < mid else "black")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    ax.set_title(title)
+    import textwrap
+
+    # wrap long titles to the figure's width instead of letting them run off both sides
+    ax.set_title("\n".join(textwrap.wrap(title, width=max(24, int(fig.get_figwidth() * 9)))), fontsize="medium")
     fig.tight_layout()
     return fig
 
