@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from strategy_step_time import autocast, inputs, step_fn, timed_pair
+from strategy_step_time import autocast, inputs, print_progress, report, row, step_fn, timed_pair
 
 from vlsm_batch.models.cris import build_net, wrap_cris
 from vlsm_batch.models.tokenizer import offline_clip_tokenizer
@@ -64,33 +64,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     base(**x)
 
             fwd, step = timed_pair(forward, step_fn(model, x, precision), device, args.repeats, args.warmup)  # type: ignore[arg-type]
-            rows.append(
-                {
-                    "strategy": strategy,
-                    "precision": precision,
-                    "ms": step * 1e3,
-                    "forward_ms": fwd * 1e3,
-                    "over_forward": step / fwd,
-                    "trainable_params": model.trainable_parameter_count(),
-                }
-            )
-        print(
-            f"{strategy}: "
-            + ", ".join(
-                f"{r['precision']} {r['ms']:.0f} ms (fwd {r['forward_ms']:.0f})" for r in rows[-len(precisions) :]
-            ),
-            flush=True,
-        )
+            rows.append(row(strategy, precision, step, fwd, model.trainable_parameter_count()))
+        print_progress(strategy, rows[-len(precisions) :])
         del model
-    floor = {p: min(r["forward_ms"] for r in rows if r["precision"] == p) / 1e3 for p in precisions}
-    header = f"{'strategy':<16}{'trainable':>13}" + "".join(f"{p + ' ms':>11}{'x fwd':>7}" for p in precisions)
-    print(f"\n{header}\n{'-' * len(header)}")
-    print(f"{'frozen forward':<16}{0:>13,}" + "".join(f"{floor[p] * 1e3:>11.0f}{1:>7.2f}" for p in precisions))
-    for strategy in strategies:
-        mine = {r["precision"]: r for r in rows if r["strategy"] == strategy}
-        cells = "".join(f"{mine[p]['ms']:>11.0f}{mine[p]['over_forward']:>7.2f}" for p in precisions)
-        print(f"{strategy:<16}{mine[precisions[0]]['trainable_params']:>13,}{cells}")
-    rows += [{"strategy": "frozen forward", "precision": p, "ms": floor[p] * 1e3} for p in precisions]
+    rows = report(rows, strategies, precisions)
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump({"device": str(device), "depth": args.depth, "batch": args.batch, "rows": rows}, fh, indent=2)

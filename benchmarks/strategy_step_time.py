@@ -89,6 +89,36 @@ def step_fn(model: CLIPSegPromptedSegmenter, x: dict[str, torch.Tensor], precisi
     return step
 
 
+def row(strategy: str, precision: str, step_s: float, forward_s: float, trainable: int) -> dict[str, Any]:
+    """One measurement: a training step against the frozen forward timed alongside it."""
+    return {
+        "strategy": strategy,
+        "precision": precision,
+        "ms": step_s * 1e3,
+        "forward_ms": forward_s * 1e3,
+        "over_forward": step_s / forward_s,
+        "trainable_params": trainable,
+    }
+
+
+def print_progress(strategy: str, rows: list[dict[str, Any]]) -> None:
+    cells = ", ".join(f"{r['precision']} {r['ms']:.0f} ms (fwd {r['forward_ms']:.0f})" for r in rows)
+    print(f"{strategy}: {cells}", flush=True)
+
+
+def report(rows: list[dict[str, Any]], strategies: list[str], precisions: list[str]) -> list[dict[str, Any]]:
+    """Print the table (the floor row = fastest frozen forward per precision); return rows plus the floor."""
+    floor = {p: min(r["forward_ms"] for r in rows if r["precision"] == p) / 1e3 for p in precisions}
+    header = f"{'strategy':<16}{'trainable':>13}" + "".join(f"{p + ' ms':>11}{'x fwd':>7}" for p in precisions)
+    print(f"\n{header}\n{'-' * len(header)}")
+    print(f"{'frozen forward':<16}{0:>13,}" + "".join(f"{floor[p] * 1e3:>11.0f}{1:>7.2f}" for p in precisions))
+    for strategy in strategies:
+        mine = {r["precision"]: r for r in rows if r["strategy"] == strategy}
+        cells = "".join(f"{mine[p]['ms']:>11.0f}{mine[p]['over_forward']:>7.2f}" for p in precisions)
+        print(f"{strategy:<16}{mine[precisions[0]]['trainable_params']:>13,}{cells}")
+    return rows + [{"strategy": "frozen forward", "precision": p, "ms": floor[p] * 1e3} for p in precisions]
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=1, help="prompt_depth of every strategy")
@@ -125,34 +155,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     base.clipseg(**x)  # the same weights, stock transformers forward
 
             fwd, step = timed_pair(forward, step_fn(model, x, precision), device, args.repeats, args.warmup)
-            rows.append(
-                {
-                    "strategy": strategy,
-                    "precision": precision,
-                    "ms": step * 1e3,
-                    "forward_ms": fwd * 1e3,
-                    "over_forward": step / fwd,
-                    "trainable_params": model.trainable_parameter_count(),
-                }
-            )
-        print(
-            f"{strategy}: "
-            + ", ".join(
-                f"{r['precision']} {r['ms']:.0f} ms (fwd {r['forward_ms']:.0f})" for r in rows[-len(precisions) :]
-            ),
-            flush=True,
-        )
+            rows.append(row(strategy, precision, step, fwd, model.trainable_parameter_count()))
+        print_progress(strategy, rows[-len(precisions) :])
         del model
-    floor = {p: min(r["forward_ms"] for r in rows if r["precision"] == p) / 1e3 for p in precisions}
-
-    header = f"{'strategy':<16}{'trainable':>13}" + "".join(f"{p + ' ms':>11}{'x fwd':>7}" for p in precisions)
-    print(f"\n{header}\n{'-' * len(header)}")
-    print(f"{'frozen forward':<16}{0:>13,}" + "".join(f"{floor[p] * 1e3:>11.0f}{1:>7.2f}" for p in precisions))
-    for strategy in strategies:
-        mine = {r["precision"]: r for r in rows if r["strategy"] == strategy}
-        cells = "".join(f"{mine[p]['ms']:>11.0f}{mine[p]['over_forward']:>7.2f}" for p in precisions)
-        print(f"{strategy:<16}{mine[precisions[0]]['trainable_params']:>13,}{cells}")
-    rows += [{"strategy": "frozen forward", "precision": p, "ms": floor[p] * 1e3} for p in precisions]
+    rows = report(rows, strategies, precisions)
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump({"device": str(device), "depth": args.depth, "batch": args.batch, "rows": rows}, fh, indent=2)
