@@ -12,7 +12,8 @@ Kvasir-like sizes, PNG masks):
 
 The cache build (cold, decoding every image once) is timed separately.
 
-    .venv/bin/python benchmarks/data_pipeline.py [--images 256] [--source-size 560 510] [--workers 2] [--json F]
+    .venv/bin/python benchmarks/data_pipeline.py [--images 256] [--source-sizes 560x510 1500x1000] [--ablate-affine]
+        [--workers 2] [--json F]
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def generate(root: Path, n: int, width: int = 560, height: int = 510, seed: int 
 class PerSample(Dataset):
     """The conventional pipeline: decode, resize and augment one sample per ``__getitem__``."""
 
-    def __init__(self, samples: list[Sample]):
-        self.samples, self.transform = samples, BatchTransform(MEAN, STD)
+    def __init__(self, samples: list[Sample], transform: BatchTransform):
+        self.samples, self.transform = samples, transform
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -98,6 +99,81 @@ def images_per_s(batches: Any, transform: BatchTransform | None, min_images: int
     return seen / (time.perf_counter() - start), seen
 
 
+def measure(work: Path, source: tuple[int, int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Both pipelines on one generated dataset: with the reference augmentations and, with ``--ablate-affine``,
+    without the affine warp (the one augmentation whose per-image cost is the same kernel in both)."""
+    root = work / f"bench_{source[0]}x{source[1]}"
+    t0 = time.perf_counter()
+    if not (root / "anns" / "test.json").is_file():
+        generate(root, args.images, *source)
+    gen_s = time.perf_counter() - t0
+    info = DatasetInfo("bench", "bench", "medvlsm", "medical", "synthetic", None)
+    samples = read_samples(info, root, "train")
+    cache_root = work / f"cache_{source[0]}x{source[1]}"
+    shutil.rmtree(cache_root, ignore_errors=True)
+
+    t0 = time.perf_counter()
+    cached_split(samples, SIZE, False, root, "train", cache_root=cache_root)
+    build_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # the rest of the splits are built here; train is loaded from the cache
+    data = SegmentationData(root, tokenize, SIZE, MEAN, STD, args.batch_size, dataset=info, cache_root=cache_root)
+    load_s = time.perf_counter() - t0
+    loader = data.train_loader()
+    rows = []
+    for p_affine in (0.2, 0.0) if args.ablate_affine else (0.2,):
+        transform = BatchTransform(MEAN, STD, p_affine=p_affine)
+        images_per_s(loader.__iter__, transform, args.batch_size * 2)  # warm-up
+        cached, cached_n = images_per_s(loader.__iter__, transform, args.epochs * len(samples))
+        conventional_loader = DataLoader(
+            PerSample(samples, transform),
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            persistent_workers=False,
+        )
+        conventional, conv_n = images_per_s(conventional_loader.__iter__, None, len(samples))
+        rows.append(
+            {
+                "source_size": f"{source[0]}x{source[1]}",
+                "augmentation": "reference" if p_affine else "no affine",
+                "images": len(samples),
+                "generate_s": round(gen_s, 2),
+                "cache_build_s": round(build_s, 2),
+                "cache_build_images_per_s": round(len(samples) / build_s, 1),
+                "cached_load_s": round(load_s, 2),
+                "conventional_images_per_s": round(conventional, 1),
+                "conventional_images_timed": conv_n,
+                "cached_images_per_s": round(cached, 1),
+                "cached_images_timed": cached_n,
+                "speedup": round(cached / conventional, 1),
+            }
+        )
+        print(_line(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = (
+    f"{'source':>10} {'augmentation':>12} {'cache build s':>13} {'conventional img/s':>18} {'cached img/s':>12} "
+    f"{'ratio':>6}"
+)
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['source_size']:>10} {r['augmentation']:>12} {r['cache_build_s']:>13.2f} "
+        f"{r['conventional_images_per_s']:>18.1f} {r['cached_images_per_s']:>12.1f} {r['speedup']:>5.1f}x"
+    )
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    try:
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 560x510, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256, help="training images to generate")
@@ -105,69 +181,32 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="conventional loader")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed for the cached pipeline")
     parser.add_argument(
-        "--source-size",
-        type=int,
-        nargs=2,
-        default=(560, 510),
-        metavar=("W", "H"),
-        help="generated image size before resizing to 352 (default 560 510, Kvasir-like; ISIC: 1500 1000)",
+        "--source-sizes",
+        type=_size,
+        nargs="+",
+        default=[(560, 510)],
+        metavar="WxH",
+        help="generated image sizes before resizing to 352, one dataset each (default 560x510, Kvasir-like; "
+        "ISIC / CheXlocalize / Cityscapes are 1000-3000 px wide: try 1500x1000)",
     )
+    parser.add_argument("--ablate-affine", action="store_true", help="also time both pipelines without the affine warp")
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate (default: a temp folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
     torch.manual_seed(0)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vlsm-bench-"))
-    root = work / "bench"
     try:
-        t0 = time.perf_counter()
-        if not (root / "anns" / "test.json").is_file():
-            generate(root, args.images, *args.source_size)
-        gen_s = time.perf_counter() - t0
-        info = DatasetInfo("bench", "bench", "medvlsm", "medical", "synthetic", None)
-        samples = read_samples(info, root, "train")
-        cache_root = work / "cache"
-        shutil.rmtree(cache_root, ignore_errors=True)
-
-        t0 = time.perf_counter()
-        cached_split(samples, SIZE, False, root, "train", cache_root=cache_root)
-        build_s = time.perf_counter() - t0
-
-        t0 = time.perf_counter()  # the rest of the splits are built here; train is loaded from the cache
-        data = SegmentationData(root, tokenize, SIZE, MEAN, STD, args.batch_size, dataset=info, cache_root=cache_root)
-        load_s = time.perf_counter() - t0
-        loader = data.train_loader()
-        images_per_s(lambda: iter(loader), data.transform, args.batch_size * 2)  # warm-up
-        cached, cached_n = images_per_s(lambda: iter(loader), data.transform, args.epochs * len(samples))
-
-        conventional_loader = DataLoader(
-            PerSample(samples),
-            batch_size=args.batch_size,
-            shuffle=True,
-            num_workers=args.workers,
-            persistent_workers=args.workers > 0,
+        print(
+            f"{args.images} images per dataset, {SIZE} px, batch {args.batch_size}, {torch.get_num_threads()} "
+            f"threads (cached), {args.workers} workers (conventional)"
         )
-        conventional, conv_n = images_per_s(lambda: iter(conventional_loader), None, len(samples))
-        result = {
-            "images": len(samples),
-            "source_size": list(args.source_size),
-            "image_size": SIZE,
-            "batch_size": args.batch_size,
-            "threads": torch.get_num_threads(),
-            "conventional_workers": args.workers,
-            "generate_s": round(gen_s, 2),
-            "cache_build_s": round(build_s, 2),
-            "cache_build_images_per_s": round(len(samples) / build_s, 1),
-            "cached_load_s": round(load_s, 2),
-            "conventional_images_per_s": round(conventional, 1),
-            "conventional_images_timed": conv_n,
-            "cached_images_per_s": round(cached, 1),
-            "cached_images_timed": cached_n,
-            "speedup": round(cached / conventional, 1),
-        }
-        print(json.dumps(result, indent=2))
+        print(HEADER)
+        print("-" * len(HEADER))
+        rows = [row for source in args.source_sizes for row in measure(work, source, args)]
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            meta = {"image_size": SIZE, "batch_size": args.batch_size, "threads": torch.get_num_threads()}
+            args.json.write_text(json.dumps({**meta, "conventional_workers": args.workers, "rows": rows}, indent=2))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

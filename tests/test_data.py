@@ -273,3 +273,22 @@ def test_affine_grid_matches_torch() -> None:
     theta = torch.tensor([[[0.99, -0.08, 0.03], [0.08, 1.01, -0.02]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
     expected = torch.nn.functional.affine_grid(theta, [2, 3, 7, 9], align_corners=False)
     torch.testing.assert_close(_affine_grid(theta, 7, 9), expected)
+
+
+def test_brightness_contrast_is_a_clipped_linear_map_per_sample() -> None:
+    """The jitter folded into the normalisation still means clip(x * alpha + beta, 0, 255) per sample."""
+    batch = _batch(n=8)
+    before = batch["pixel_values"].clone()
+    g = torch.Generator().manual_seed(3)
+    out = BatchTransform(MEAN, STD, p_affine=0, p_color=1)(dict(batch), training=True, generator=g)
+    assert torch.equal(batch["pixel_values"], before)  # the caller's batch is not written
+    y = (out["pixel_values"] * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)) * 255
+    x = before.float()
+    assert y.min() >= -1e-3 and y.max() <= 255 + 1e-3
+    for i in range(x.shape[0]):
+        inside = (y[i] > 0.5) & (y[i] < 254.5)
+        a = torch.stack((x[i][inside], torch.ones(int(inside.sum()))), dim=1)
+        alpha, beta = torch.linalg.lstsq(a, y[i][inside].unsqueeze(1)).solution.flatten().tolist()
+        assert 0.9 - 1e-4 <= alpha <= 1.1 + 1e-4 and abs(beta) <= 25.5 + 1e-2
+        expected = (x[i] * alpha + beta).clamp(0, 255)
+        torch.testing.assert_close(y[i], expected, atol=2e-3, rtol=0)

@@ -31,22 +31,21 @@ Batch = dict[str, Any]
 DEVICE_SHARE = 0.4  # a split set goes to the GPU only if it needs at most this share of its free memory
 
 
-_BITS = torch.tensor([[(v >> (7 - k)) & 1 for k in range(8)] for v in range(256)], dtype=torch.float32)
-_BITS_ON: dict[torch.device, Tensor] = {}
+_SHIFTS: dict[torch.device, Tensor] = {}
 
 
 def unpack_masks(packed: Tensor, size: int) -> Tensor:
     """(B, ceil(S*S/8)) uint8 packed bits (numpy's big-endian bit order) -> (B, 1, S, S) float 0/1, on its device.
 
-    One table lookup per byte (a 256 x 8 float table): a single pass that writes the float masks directly.
+    Shifts and masks on the bytes themselves (no widening to int64 indices), then one cast to float.
     """
-    table = _BITS_ON.get(packed.device)
-    if table is None:
-        table = _BITS_ON[packed.device] = _BITS.to(packed.device)
-    bits = table[packed.long()].reshape(packed.shape[0], -1)
+    shifts = _SHIFTS.get(packed.device)
+    if shifts is None:
+        shifts = _SHIFTS[packed.device] = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    bits = packed.unsqueeze(-1).bitwise_right_shift(shifts).bitwise_and_(1).reshape(packed.shape[0], -1)
     if bits.shape[1] != size * size:
         bits = bits[:, : size * size]
-    return bits.reshape(-1, 1, size, size)
+    return bits.reshape(-1, 1, size, size).float()
 
 
 @dataclass
@@ -98,8 +97,10 @@ class SplitTensors:
 
     def gather(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 images (B, 3, S, S) and float masks (B, 1, S, S) of the samples ``indices``, on this split's device."""
+        # index_select, not advanced indexing: the latter is several times slower on a CPU for these row gathers
         idx = indices.to(self.masks.device)
-        return self.images[self.image_index[idx]], unpack_masks(self.masks[idx], self.size)
+        images = self.images.index_select(0, self.image_index.index_select(0, idx))
+        return images, unpack_masks(self.masks.index_select(0, idx), self.size)
 
     def original_masks(self, indices: Sequence[int]) -> list[Tensor]:
         """(H, W) bool masks at the original resolution (host)."""
@@ -186,8 +187,15 @@ class BatchTransform:
     """On-device augmentation and normalisation of a uint8 batch (TuneVLSeg's albumentations pipeline, §5).
 
     Training: per sample with probability ``p_affine`` an affine warp (rotate ±5°, translate ±2 %, scale
-    0.98-1.02; bicubic, replicate border; the mask follows bilinearly, re-binarised), then with probability
-    ``p_color`` brightness/contrast ±0.1. Then (train and eval) the model's mean/std normalisation.
+    0.98-1.02; bicubic, replicate border; the mask follows with nearest neighbour, albumentations' default for
+    masks, so it stays binary), then with probability
+    ``p_color`` brightness/contrast ±0.1 (``x * alpha + beta * 255``, clipped to 0-255). Then (train and eval) the
+    model's mean/std normalisation.
+
+    Brightness/contrast and normalisation are both per-(sample, channel) linear maps, so they are folded into one
+    scale and one shift over the whole batch; the 0-255 clip of the jittered samples becomes a clamp to the
+    normalised bounds (the same thing, as normalisation is increasing). The batch is touched three times: the
+    cast to float, the scale, the shift; only the affine-selected samples are resampled.
     """
 
     def __init__(
@@ -210,14 +218,21 @@ class BatchTransform:
 
     def __call__(self, batch: Batch, training: bool, generator: torch.Generator | None = None) -> Batch:
         pixels, mask = batch["pixel_values"], batch["mask"]
-        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
-        # x is this call's own float copy on the 0-255 scale: the augmentations write the selected samples in
-        # place, then one scale and one shift normalise the whole batch (x / 255 - mean) / std, in place.
-        x = pixels.float() if pixels.dtype != torch.float32 else pixels.clone()
+        n, dev = pixels.shape[0], pixels.device
+        mean, std = self.mean.to(dev), self.std.to(dev)
+        # x is this call's own float copy on the 0-255 scale (the caller's batch is never written)
+        x = torch.empty(pixels.shape, dtype=torch.float32, device=dev).copy_(pixels)
+        scale = (1.0 / (255.0 * std)).expand(n, -1, 1, 1).contiguous()  # (x / 255 - mean) / std = x * scale + shift
+        shift = (-mean / std).expand(n, -1, 1, 1).contiguous()
+        jittered = torch.zeros(0, dtype=torch.long, device=dev)
         if training:
             x, mask = self._affine(x, mask, generator)
-            x = self._color(x, generator)
-        return {**batch, "pixel_values": x.mul_(1.0 / (255.0 * std)).sub_(mean / std), "mask": mask}
+            jittered = self._color(scale, shift, generator)
+        x.mul_(scale).add_(shift)
+        if jittered.numel():
+            lo, hi = -mean / std, (1.0 - mean) / std  # 0 and 255 after normalisation
+            x.index_copy_(0, jittered, torch.maximum(torch.minimum(x.index_select(0, jittered), hi), lo))
+        return {**batch, "pixel_values": x, "mask": mask}
 
     def _pick(self, n: int, p: float, device: torch.device, generator: torch.Generator | None) -> Tensor:
         if p <= 0:
@@ -240,22 +255,28 @@ class BatchTransform:
         forward[:, 2, 2] = 1
         theta = torch.linalg.inv(forward)[:, :2]  # grid_sample maps output pixels back to input pixels
         grid = _affine_grid(theta, x.shape[-2], x.shape[-1])
-        warped = F.grid_sample(x[sel], grid, mode="bicubic", padding_mode="border", align_corners=False)
-        warped_mask = F.grid_sample(mask[sel], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        x[sel] = warped.clamp_(0, 255)
+        warped = F.grid_sample(x.index_select(0, sel), grid, mode="bicubic", padding_mode="border", align_corners=False)
+        warped_mask = F.grid_sample(
+            mask.index_select(0, sel), grid, mode="nearest", padding_mode="border", align_corners=False
+        )
+        x.index_copy_(0, sel, warped.clamp_(0, 255))
         # out of place: the caller's mask is not ours to change
-        mask = mask.index_copy(0, sel, (warped_mask > 0.5).to(mask.dtype))
+        mask = mask.index_copy(0, sel, warped_mask)
         return x, mask
 
-    def _color(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        sel = self._pick(x.shape[0], self.p_color, x.device, generator)
+    def _color(self, scale: Tensor, shift: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Fold brightness/contrast of the selected samples into ``scale``/``shift`` (in place); returns them."""
+        sel = self._pick(scale.shape[0], self.p_color, scale.device, generator)
         if sel.numel() == 0:
-            return x
-        k, dev = sel.numel(), x.device
+            return sel
+        k, dev = sel.numel(), scale.device
         alpha = 1 + (_rand(k, dev, generator) * 2 - 1) * self.contrast
         beta = (_rand(k, dev, generator) * 2 - 1) * self.brightness * 255  # relative to the maximum value
-        x[sel] = (x[sel] * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp_(0, 255)
-        return x
+        # (x * alpha + beta) * s + b = x * (alpha * s) + (beta * s + b)
+        base = scale.index_select(0, sel)
+        shift.index_copy_(0, sel, shift.index_select(0, sel) + beta.view(-1, 1, 1, 1) * base)
+        scale.index_copy_(0, sel, base * alpha.view(-1, 1, 1, 1))
+        return sel
 
 
 def _affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
