@@ -348,6 +348,25 @@ def test_verify_command_table_and_exit_code(tmp_path: Path, capsys: pytest.Captu
     assert "dataset folder not found" in capsys.readouterr().out
 
 
+def test_verify_command_reads_a_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--spec: the spec's data_root, its declared dataset (own path, p2 list prompts) and its prompt key."""
+    mine = make_medvlsm(tmp_path / "elsewhere" / "mine")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "study: t\nmodels: [clipseg-tiny]\nstrategies: [coop]\ndatasets: [mine, synthetic]\n"
+        f"data_root: {tmp_path / 'data'}\nprompt_key: p2\n"
+        f"custom_datasets:\n  mine: {{path: {mine}, layout: medvlsm, domain: medical, prompt_key: p2}}\n"
+    )
+    assert main(["data", "verify", "--spec", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "mine" in out and "6/2/2" in out and "synthetic" in out
+    (mine / "images" / "img000.jpg").unlink()
+    assert main(["data", "verify", "mine", "--spec", str(spec), "--quick"]) == 1
+    assert "img000.jpg" in capsys.readouterr().out
+    assert main(["data", "verify", "kvasir_polyp", "--spec", str(spec)]) == 2
+    assert "not among the datasets of" in capsys.readouterr().err
+
+
 def test_data_commands_do_not_import_torch(tmp_path: Path) -> None:
     code = f"""
         import sys

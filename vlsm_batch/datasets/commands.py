@@ -13,21 +13,43 @@ def default_data_root() -> Path:
     return Path(os.environ.get("VLSM_DATA") or "data")
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def _targets(args: argparse.Namespace) -> tuple[Path, list[tuple[str, Any, str | None]]]:
+    """(data root, [(name, DatasetInfo, prompt key)]) from the registry, or from a spec with ``--spec``."""
+    from ..errors import VlsmBatchError
     from . import DATASETS, get_dataset
+
+    if args.spec:
+        from ..spec import load_spec
+        from ..trials.expand import dataset_info, trial_prompt_key
+
+        spec = load_spec(args.spec)
+        unknown = [n for n in args.names if n not in spec.datasets]
+        if unknown:
+            raise VlsmBatchError(
+                f"{', '.join(unknown)} not among the datasets of {args.spec} ({', '.join(spec.datasets)}); "
+                "name datasets of the spec, or none to check them all"
+            )
+        data_root = Path(args.data_root) if args.data_root else spec.data_root
+        names = args.names or list(spec.datasets)
+        return data_root, [(n, dataset_info(spec, n), args.prompt_key or trial_prompt_key(spec, n)) for n in names]
+    data_root = Path(args.data_root) if args.data_root else default_data_root()
+    names = args.names or [n for n in DATASETS if (data_root / get_dataset(n).folder).is_dir()]
+    return data_root, [(n, get_dataset(n), args.prompt_key) for n in names]
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
     from .synthetic import ensure_synthetic
     from .verify import format_reports, verify_dataset
 
-    data_root = Path(args.data_root) if args.data_root else default_data_root()
-    names = args.names or [n for n in DATASETS if (data_root / get_dataset(n).folder).is_dir()]
-    if not names:
+    data_root, targets = _targets(args)
+    if not targets:
         print(f"no registered dataset found under {data_root}; name one to see what is missing", file=sys.stderr)
         return 1
     reports = []
-    for name in names:
-        info = get_dataset(name)
+    for _name, info, prompt_key in targets:
+        # a dataset declared in a spec carries its own (absolute) path as its folder
         root = ensure_synthetic(data_root) if info.generated else data_root / info.folder
-        reports.append(verify_dataset(info, root, quick=args.quick, prompt_key=args.prompt_key))
+        reports.append(verify_dataset(info, root, quick=args.quick, prompt_key=prompt_key))
     print(f"data root: {data_root.absolute()}", flush=True)
     print(format_reports(reports), flush=True)
     bad = [r.name for r in reports if not r.ok]
@@ -74,7 +96,13 @@ def add_commands(sub: Any) -> None:
         description="Prints a table and every problem; exits 1 when any dataset has an error.",
     )
     s.add_argument("names", nargs="*", metavar="NAME", help="datasets to check (default: every one found)")
-    s.add_argument("--data-root", help="folder holding the datasets (default: $VLSM_DATA, else ./data)")
+    s.add_argument(
+        "--spec",
+        help="check the datasets of this study spec as its trials will read them: its data_root, its "
+        "custom_datasets, its prompt_key (default: registered datasets under --data-root)",
+    )
+    s.add_argument("--data-root", help="folder holding the datasets (default: the spec's data_root, else $VLSM_DATA, "
+                   "else ./data)")  # fmt: skip
     s.add_argument("--quick", action="store_true", help="names, counts and presence only (no decoding)")
     s.add_argument("--prompt-key", help="prompt key to check (default: the dataset's, usually p1)")
     s.set_defaults(func=cmd_verify)

@@ -67,7 +67,7 @@ def preflight_data(spec: StudySpec) -> None:
             "datasets not ready, nothing was submitted:\n"
             + "\n".join(problems)
             + f"\nData root: {spec.data_root} (data_root in the spec, or the VLSM_DATA environment variable). "
-            "`vlsm-batch data verify NAME --data-root DIR` checks a dataset in full."
+            "`vlsm-batch data verify --spec SPEC` checks the spec's datasets in full."
         )
 
 
