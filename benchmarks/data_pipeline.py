@@ -10,7 +10,10 @@ Kvasir-like sizes, PNG masks):
 - cached: ``SegmentationData`` (decoded once into the disk cache, memory-mapped, loaded once), batches gathered
   by index, augmented and normalised per batch (here on the CPU; on a GPU the same code runs on the device).
 
-The cache build (cold, decoding every image once) is timed separately.
+The cache build (cold, decoding every image once) is timed separately. ``warp ms/img`` is the affine warp alone
+(bicubic image, nearest mask) per image on a whole batch; ``warp-only bound`` is the ratio the cached pipeline could
+not exceed even if everything but the warps of its 20 % affine-selected images were free: the warp is the same
+kernel in both pipelines, so on a CPU it caps the ratio (on a GPU it costs next to nothing).
 
     .venv/bin/python benchmarks/data_pipeline.py [--images 256] [--source-sizes 560x510 1500x1000] [--ablate-affine]
         [--workers 2] [--json F]
@@ -85,6 +88,19 @@ def tokenize(prompts: list[str]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": ids}
 
 
+def warp_ms_per_image(loader: DataLoader, repeats: int = 5) -> float:
+    """Median time of the affine warp alone (bicubic image + nearest mask) per image, on a whole batch."""
+    batch = next(iter(loader))
+    warp_all = BatchTransform(MEAN, STD, p_affine=1.0)
+    x, mask = batch["pixel_values"].float(), batch["mask"]
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        warp_all._affine(x.clone(), mask, None)
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times[1:])[repeats // 2] / x.shape[0]
+
+
 def images_per_s(batches: Any, transform: BatchTransform | None, min_images: int) -> tuple[float, int]:
     """Consume batches (applying ``transform`` per batch when given) until ``min_images``; (images/s, images)."""
     seen, start = 0, time.perf_counter()
@@ -120,6 +136,7 @@ def measure(work: Path, source: tuple[int, int], args: argparse.Namespace) -> li
     data = SegmentationData(root, tokenize, SIZE, MEAN, STD, args.batch_size, dataset=info, cache_root=cache_root)
     load_s = time.perf_counter() - t0
     loader = data.train_loader()
+    warp_ms = warp_ms_per_image(loader)
     rows = []
     for p_affine in (0.2, 0.0) if args.ablate_affine else (0.2,):
         transform = BatchTransform(MEAN, STD, p_affine=p_affine)
@@ -147,6 +164,9 @@ def measure(work: Path, source: tuple[int, int], args: argparse.Namespace) -> li
                 "cached_images_per_s": round(cached, 1),
                 "cached_images_timed": cached_n,
                 "speedup": round(cached / conventional, 1),
+                "warp_ms_per_image": round(warp_ms, 2),
+                # even if the cached pipeline did nothing but the warps of its p_affine share of the images:
+                "warp_only_bound_speedup": round(1000 / (0.2 * warp_ms) / conventional, 1) if p_affine else None,
             }
         )
         print(_line(rows[-1]), flush=True)
@@ -155,14 +175,16 @@ def measure(work: Path, source: tuple[int, int], args: argparse.Namespace) -> li
 
 HEADER = (
     f"{'source':>10} {'augmentation':>12} {'cache build s':>13} {'conventional img/s':>18} {'cached img/s':>12} "
-    f"{'ratio':>6}"
+    f"{'ratio':>6} {'warp ms/img':>11} {'warp-only bound':>15}"
 )
 
 
 def _line(r: dict[str, Any]) -> str:
+    bound = f"{r['warp_only_bound_speedup']:.1f}x" if r["warp_only_bound_speedup"] else "-"
     return (
         f"{r['source_size']:>10} {r['augmentation']:>12} {r['cache_build_s']:>13.2f} "
-        f"{r['conventional_images_per_s']:>18.1f} {r['cached_images_per_s']:>12.1f} {r['speedup']:>5.1f}x"
+        f"{r['conventional_images_per_s']:>18.1f} {r['cached_images_per_s']:>12.1f} {r['speedup']:>5.1f}x "
+        f"{r['warp_ms_per_image']:>11.2f} {bound:>15}"
     )
 
 
