@@ -66,6 +66,22 @@ def test_local_parallelism_limit_and_resubmission(tmp_path, fake_env):
     assert len(fake_env.read_text().splitlines()) == 5  # nothing ran a second time
 
 
+def test_progress_in_a_log_file_is_one_line_per_finished_trial(tmp_path, fake_env, monkeypatch, capsys):
+    from helpers import sleepy_task
+
+    from vlsm_batch.spec.types import Distribution
+
+    monkeypatch.setenv("VLSM_TEST_SLEEP", "0.1")
+    monkeypatch.setenv("VLSM_TEST_FAIL_DEPTH", "2")
+    spec = make_spec(tmp_path, method="grid", trials=None, space={"prompt_depth": Distribution("int", 1, 3)})
+    submit(spec, expand(spec), progress=True, task=sleepy_task)  # stderr is captured: not a terminal
+    lines = capsys.readouterr().err.splitlines()
+    finished = [line for line in lines if line.startswith("[")]
+    assert [line.split("]")[0] for line in finished] == ["[1/3", "[2/3", "[3/3"]
+    assert sum(line.endswith("failed (vlsm-batch status shows why)") for line in finished) == 1
+    assert not any("\r" in line for line in lines)
+
+
 def test_failed_trial_does_not_stop_the_study_and_retry_relaunches_only_it(tmp_path, fake_env, monkeypatch):
     from vlsm_batch.spec.types import Distribution
 

@@ -71,7 +71,11 @@ def run_local(
     running: dict[str, tuple[Any, TrialPaths, int | None]] = {}
     free_gpus = list(gpus or [])
     outcome = LocalOutcome()
-    bar = tqdm(total=len(trial_dirs), unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    # A bar on a terminal; in a log file (nohup, CI, a batch job) one plain line per finished trial instead of
+    # carriage-return redraws.
+    tty = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(trial_dirs), unit="trial", disable=not tty, file=sys.stderr, dynamic_ncols=True)
+    finished = 0
 
     def postfix() -> None:
         bar.set_postfix(running=len(running), failed=len(outcome.failed), refresh=False)
@@ -97,9 +101,13 @@ def run_local(
                     if gpu is not None:
                         free_gpus.append(gpu)
                     state = _finish(paths, outcome)
+                    finished += 1
                     bar.update(1)
-                    if state == FAILED:
+                    if state == FAILED and tty:
                         bar.write(f"  trial {tid} failed (vlsm-batch status shows why)")
+                    elif progress and not tty:
+                        why = " (vlsm-batch status shows why)" if state == FAILED else ""
+                        print(f"[{finished}/{len(trial_dirs)}] trial {tid} {state}{why}", file=sys.stderr, flush=True)
                     postfix()
             if running:
                 time.sleep(poll_s)
