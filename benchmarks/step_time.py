@@ -11,37 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+sys.path.insert(0, str(Path(__file__).parent))
+from strategy_step_time import autocast, timed
+
 from vlsm_batch.models.clipseg import CLIPSegPromptedSegmenter
 from vlsm_batch.models.factory import create_model
 
 PROMPT = "a small benign tumour in the left breast"
-
-
-def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
-    """Median seconds of ``fn`` (the device is synchronised around every call)."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def measure(
@@ -55,19 +38,19 @@ def measure(
     optimizer = torch.optim.AdamW(model.param_groups(1e-3), lr=1e-3)
 
     def frozen_forward() -> None:
-        with torch.no_grad(), _autocast(device, precision):
+        with torch.no_grad(), autocast(device, precision):
             model.clipseg(pixel_values=pixels, **tokens)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(pixels, **tokens)
         F.binary_cross_entropy_with_logits(logits.float(), target).backward()
         optimizer.step()
 
     model.train()
-    forward_s = _timed(frozen_forward, device, repeats, warmup)
-    step_s = _timed(train_step, device, repeats, warmup)
+    forward_s = timed(frozen_forward, device, repeats, warmup, pick=statistics.median)
+    step_s = timed(train_step, device, repeats, warmup, pick=statistics.median)
     return {
         "model": model.name,
         "image_size": size,

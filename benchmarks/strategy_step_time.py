@@ -34,8 +34,15 @@ PARAMS: dict[str, dict[str, Any]] = {  # reference defaults (§3.1): h = 64, s =
 }
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn``, in seconds (the device is synchronised around every call)."""
+def timed(
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    pick: Callable[[list[float]], float] = min,
+) -> float:
+    """``pick`` (default: the fastest) of ``repeats`` timed calls of ``fn``, in seconds (the device is synchronised
+    around every call)."""
     times = []
     for i in range(warmup + repeats):
         if device.type == "cuda":
@@ -46,7 +53,7 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
             torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return min(times)
+    return pick(times)
 
 
 def timed_pair(
