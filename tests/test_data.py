@@ -292,3 +292,19 @@ def test_brightness_contrast_is_a_clipped_linear_map_per_sample() -> None:
         assert 0.9 - 1e-4 <= alpha <= 1.1 + 1e-4 and abs(beta) <= 25.5 + 1e-2
         expected = (x[i] * alpha + beta).clamp(0, 255)
         torch.testing.assert_close(y[i], expected, atol=2e-3, rtol=0)
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch() -> None:
+    from vlsm_batch.training.data import EpochSampler
+
+    epoch = {"now": 0}
+    sampler = EpochSampler(50, seed=7, epoch=lambda: epoch["now"])
+    first = list(sampler)
+    assert sorted(i for i, _ in first) == list(range(50)) and len(sampler) == 50
+    assert list(sampler) == first  # read again (a resumed attempt): the same order and prompt seeds
+    epoch["now"] = 1
+    assert list(sampler) != first
+    assert list(EpochSampler(50, seed=8, epoch=lambda: 0)) != first
+    fallback = EpochSampler(50, seed=7)
+    fallback.set_epoch(1)
+    assert list(fallback) == list(sampler)

@@ -166,7 +166,7 @@ def test_frozen_modules_stay_in_eval_mode_through_fit(strategy: str) -> None:
         for i in range(2)
     ]
     loader = DataLoader(samples, batch_size=2)
-    module = SegmentationModule(model, lambda b, training: b, lr=1e-2, weight_decay=0.01)
+    module = SegmentationModule(model, lambda b, training, generator=None: b, lr=1e-2, weight_decay=0.01)
     check = _Check()
     trainer = pl.Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -29,8 +29,9 @@ class TinySegmenter(nn.Module):
     image_mean = (0.45, 0.45, 0.45)
     image_std = (0.25, 0.25, 0.25)
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(dropout)  # draws from the global RNG in training, as prompt learners' dropout does
         self.backbone = nn.Conv2d(3, 8, 3, padding=1)
         self.norm = nn.BatchNorm2d(8)  # frozen, with buffers: must stay in eval mode
         self.embed = nn.Embedding(64, 8)
@@ -52,7 +53,7 @@ class TinySegmenter(nn.Module):
         features = F.relu(self.norm(self.backbone(pixel_values)))
         m = attention_mask[..., None].float()
         text = (self.embed(input_ids) * m).sum(1) / m.sum(1) + self.context
-        return self.head(features * torch.sigmoid(text)[:, :, None, None])
+        return self.head(self.dropout(features * torch.sigmoid(text)[:, :, None, None]))
 
     def train(self, mode: bool = True) -> TinySegmenter:
         super().train(mode)
@@ -166,11 +167,10 @@ def test_dice_ce_loss_values() -> None:
 def test_optimizer_keeps_zero_weight_decay_zero() -> None:
     model = TinySegmenter()
     module = SegmentationModule(model, BatchTransform(model.image_mean, model.image_std), lr=0.1, weight_decay=0.0)
-    conf = module.configure_optimizers()
-    assert [g["weight_decay"] for g in conf["optimizer"].param_groups] == [0.0, 0.0]  # not AdamW's 0.01
-    scheduler = conf["lr_scheduler"]
-    assert scheduler["monitor"] == "val/loss" and scheduler["interval"] == "epoch"
-    plateau = scheduler["scheduler"]
+    optimizer = module.configure_optimizers()
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.0]  # not AdamW's 0.01
+    plateau = module._plateau  # stepped by the module on val/loss at each epoch end (see the resume test)
+    assert plateau is not None and plateau.optimizer is optimizer
     assert (plateau.mode, plateau.factor, plateau.patience) == ("min", 0.2, 5)
     model.train()
     assert model.head.training and not model.norm.training
@@ -218,6 +218,31 @@ def test_trial_end_to_end_with_resume(tmp_path: Path, data_root: Path, capsys: p
     assert "epoch " not in capsys.readouterr().out.replace("epochs", "")
     assert (trial / "history.csv").read_text() == before
     check_outputs(trial, metrics, epochs=3)
+
+
+def test_resumed_trial_is_bit_identical_to_an_uninterrupted_one(tmp_path: Path, data_root: Path) -> None:
+    """A trial stopped after epoch 2 and resumed (a preempted Slurm job) ends exactly where an uninterrupted one
+    does: same data order, augmentations, dropout masks, plateau-scheduler state and parameters."""
+
+    def factory(*_: Any) -> TinySegmenter:
+        return TinySegmenter(dropout=0.25)
+
+    straight = make_trial(tmp_path / "straight", data_root, max_epochs=4)
+    train_trial(straight, model_factory=factory)
+    resumed = make_trial(tmp_path / "resumed", data_root, max_epochs=2)
+    train_trial(resumed, model_factory=factory)
+    set_train(resumed, max_epochs=4)
+    train_trial(resumed, model_factory=factory)
+
+    a = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["plateau"] == b["plateau"] and a["plateau"]["last_epoch"] == 4
+    rows_a, rows_b = history(straight), history(resumed)
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert (ra["train/loss"], ra["val/loss"]) == (rb["train/loss"], rb["val/loss"])
 
 
 def test_stand_in_learns_the_blob(tmp_path: Path, data_root: Path) -> None:

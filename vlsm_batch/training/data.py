@@ -10,8 +10,10 @@ whole batches. Evaluation splits keep their original-resolution masks (host memo
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..datasets import DatasetInfo
 from ..datasets.cache import SplitArrays, build_arrays, cached_split
@@ -143,8 +145,45 @@ class PromptTokens:
         return self.input_ids[rows, :width], self.attention_mask[rows, :width]
 
 
+def stream_seed(seed: int, epoch: int, stream: str) -> int:
+    """A 63-bit seed for one random stream (data order, augmentation, model) of one epoch of a trial.
+
+    Every epoch's randomness is a function of (trial seed, epoch) alone, so an attempt resumed from a checkpoint
+    draws exactly what an uninterrupted run draws in that epoch.
+    """
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Training order: a permutation per epoch from (seed, epoch), each index paired with the seed of its prompt draw.
+
+    ``epoch`` is read when iteration starts (Lightning creates the first iterator before it calls ``set_epoch``,
+    so the trainer's restored epoch counter is the reliable source); without it, ``set_epoch`` is used. The prompt
+    seeds travel with the indices, so the choice of a list-valued prompt does not depend on which worker process
+    collates the batch.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: Callable[[], int] | None = None):
+        self.n, self.seed, self.epoch_fn, self.epoch = n, int(seed), epoch, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, "order"))
+        order = torch.randperm(self.n, generator=g).tolist()
+        prompt_seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()
+        yield from zip(order, prompt_seeds)
+
+
 class _Indices(Dataset):
-    """Yields indices only: the collate function gathers whole batches from the in-memory tensors."""
+    """Yields its keys (an index, or (index, prompt seed) in training): the collate function gathers whole batches
+    from the in-memory tensors."""
 
     def __init__(self, n: int):
         self.n = n
@@ -152,8 +191,8 @@ class _Indices(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> int:
-        return i
+    def __getitem__(self, key: Any) -> Any:
+        return key
 
 
 class Collate:
@@ -165,10 +204,13 @@ class Collate:
     def __init__(self, cache: SplitTensors, tokens: PromptTokens, training: bool, with_original: bool):
         self.cache, self.tokens, self.training, self.with_original = cache, tokens, training, with_original
 
-    def __call__(self, indices: list[int]) -> Batch:
+    def __call__(self, keys: list[Any]) -> Batch:
+        # Training draws one option of a list-valued prompt per sample and epoch (seeded by the sampler, else from
+        # the process's generator); evaluation takes the first.
+        indices = [k[0] if isinstance(k, tuple) else int(k) for k in keys]
+        rngs = [random.Random(k[1]) if isinstance(k, tuple) else None for k in keys]
+        prompts = [choose_prompt(self.cache.prompts[i], self.training, r) for i, r in zip(indices, rngs)]
         idx = torch.tensor(indices)
-        # Training draws one option of a list-valued prompt per sample and epoch; evaluation takes the first.
-        prompts = [choose_prompt(self.cache.prompts[i], self.training) for i in indices]
         input_ids, attention_mask = self.tokens(prompts)
         images, masks = self.cache.gather(idx)
         batch: Batch = {
@@ -292,9 +334,11 @@ def _affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
 
 
 def _rand(shape: int | tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
-    if generator is not None:  # a CPU generator for reproducible tests; moved afterwards
-        return torch.rand(shape, generator=generator).to(device)
-    return torch.rand(shape, device=device)
+    if generator is None:
+        return torch.rand(shape, device=device)
+    if generator.device.type == device.type:  # drawn where it is used: no host-device copy, no sync
+        return torch.rand(shape, device=device, generator=generator)
+    return torch.rand(shape, generator=generator).to(device)  # a CPU generator for a device batch (tests)
 
 
 def _medvlsm(root: Path) -> DatasetInfo:
@@ -368,19 +412,28 @@ class SegmentationData:
     def size(self, split: str) -> int:
         return len(self.samples[split])
 
-    def train_loader(self) -> DataLoader:
-        return self._loader("train", training=True, with_original=False)
+    def train_loader(self, seed: int = 0, epoch: Callable[[], int] | None = None) -> DataLoader:
+        """Training batches in an order (and prompt draws) fixed by (``seed``, epoch); ``epoch`` reads the
+        trainer's epoch counter, so a resumed run continues the same sequence."""
+        return self._loader(
+            "train", training=True, with_original=False, sampler=EpochSampler(self.size("train"), seed, epoch)
+        )
 
     def eval_loader(self, split: str, with_original: bool = False) -> DataLoader:
         """Validation/test batches in file order; ``with_original`` adds the original-resolution masks."""
         return self._loader(split, training=False, with_original=with_original)
 
-    def _loader(self, split: str, training: bool, with_original: bool) -> DataLoader:
+    def _loader(
+        self, split: str, training: bool, with_original: bool, sampler: EpochSampler | None = None
+    ) -> DataLoader:
         cache = self.splits[split]
         return DataLoader(
             _Indices(len(cache)),
             batch_size=self.batch_size,
-            shuffle=training,
+            sampler=sampler,
+            # the iterator's worker base seed comes from here, not from the global generator: creating an iterator
+            # must not shift the model's random stream (Lightning creates the first one before the epoch starts)
+            generator=torch.Generator().manual_seed(0),
             collate_fn=Collate(cache, self.tokens, training, with_original),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -82,7 +82,10 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         dataset=trial_dataset(config),
         device="cuda" if cuda else None,  # decoded once, then kept on the GPU (augmented there)
     )
-    module = SegmentationModule(model, data.transform, params.get("lr", 0.0), params.get("weight_decay", 0.0))
+    seed = int(config["seed"])
+    module = SegmentationModule(
+        model, data.transform, params.get("lr", 0.0), params.get("weight_decay", 0.0), seed=seed
+    )
 
     if trains:
         best_checkpoint, report, callbacks = _callbacks(paths, config)
@@ -108,7 +111,8 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         print(f"resuming from {resume}", flush=True)
     if trains:
         with _quiet():
-            trainer.fit(module, data.train_loader(), data.eval_loader("val"), ckpt_path=resume)
+            batches = data.train_loader(seed, epoch=lambda: trainer.current_epoch)
+            trainer.fit(module, batches, data.eval_loader("val"), ckpt_path=resume)
 
     best = Path(best_checkpoint.best_model_path) if best_checkpoint and best_checkpoint.best_model_path else None
     if trains and (best is None or not best.is_file()):
