@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..tempdirs import build_dir, sweep_stale
 from .medvlsm import Sample
 
 CACHE_VERSION = 1
@@ -212,13 +212,14 @@ def cached_split(
     cache_root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_root)
     key = entry_key(samples, size, keep_original, dataset_root)
     final = cache_root / f"{split}-{size}px-{key}"
+    sweep_stale(cache_root, final.name)  # what a killed earlier build left behind
     if (final / "meta.json").is_file():
         return load_entry(final)
     cache_root.mkdir(parents=True, exist_ok=True)
     with _lock(cache_root / f".{final.name}.lock"):
         if (final / "meta.json").is_file():  # another task built it while we waited
             return load_entry(final)
-        tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{final.name}.", suffix=".tmp"))
+        tmp = build_dir(cache_root, final.name)
         try:
             build_arrays(samples, size, keep_original, out=tmp, threads=threads)
             try:

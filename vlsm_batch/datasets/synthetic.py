@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from ..tempdirs import build_dir, sweep_stale
 
 FOLDER = "synthetic"
 SPLITS = (("train", 48), ("val", 16), ("test", 16))
@@ -31,10 +32,11 @@ def ensure_synthetic(data_root: Path) -> Path:
     """
     data_root = Path(data_root).absolute()
     root = data_root / FOLDER
+    sweep_stale(data_root, FOLDER)  # what a killed earlier build left behind
     if _complete(root):
         return root
     data_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=data_root, prefix=f".{FOLDER}.", suffix=".tmp"))
+    tmp = build_dir(data_root, FOLDER)
     try:
         generate(tmp)
         try:
