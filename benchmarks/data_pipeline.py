@@ -2,13 +2,14 @@
 
 Both pipelines deliver the same thing for training at 352 px: normalised float images (B, 3, 352, 352) and binary
 float masks (B, 1, 352, 352), with TuneVLSeg's augmentations (affine rotate ±5°, translate ±2 %, scale 0.98-1.02
-with p 0.2; brightness/contrast ±0.1 with p 0.2). One run, on one generated medvlsm-layout dataset (JPEG images of
-Kvasir-like sizes, PNG masks):
+with p 0.2; brightness/contrast ±0.1 with p 0.2) on ``--device``. One run, on one generated medvlsm-layout dataset
+per ``--source-sizes`` entry (JPEG images, PNG masks):
 
 - conventional: a ``Dataset`` whose ``__getitem__`` decodes the JPEG and the mask, resizes them to 352 px and
-  augments that one sample (the same ``BatchTransform`` code, on a batch of one), in ``--workers`` processes;
-- cached: ``SegmentationData`` (decoded once into the disk cache, memory-mapped, loaded once), batches gathered
-  by index, augmented and normalised per batch (here on the CPU; on a GPU the same code runs on the device).
+  augments that one sample (the same ``BatchTransform`` code, on a batch of one), in ``--workers`` processes; the
+  batch is then copied to the device (from pinned memory on a GPU);
+- cached: ``SegmentationData`` (decoded once into the disk cache, memory-mapped, loaded once onto the device),
+  batches gathered by index, augmented and normalised per batch on the device, as a trial does.
 
 The cache build (cold, decoding every image once) is timed separately. ``warp ms/img`` is the affine warp alone
 (bicubic image, nearest mask) per image on a whole batch; ``warp-only bound`` is the ratio the cached pipeline could
@@ -16,7 +17,7 @@ not exceed even if everything but the warps of its 20 % affine-selected images w
 kernel in both pipelines, so on a CPU it caps the ratio (on a GPU it costs next to nothing).
 
     .venv/bin/python benchmarks/data_pipeline.py [--images 256] [--source-sizes 560x510 1500x1000] [--ablate-affine]
-        [--workers 2] [--json F]
+        [--workers 2] [--device cpu|cuda] [--json F]
 """
 
 from __future__ import annotations
@@ -88,31 +89,45 @@ def tokenize(prompts: list[str]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": ids}
 
 
-def warp_ms_per_image(loader: DataLoader, repeats: int = 5) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warp_ms_per_image(loader: DataLoader, device: torch.device, repeats: int = 5) -> float:
     """Median time of the affine warp alone (bicubic image + nearest mask) per image, on a whole batch."""
     batch = next(iter(loader))
     warp_all = BatchTransform(MEAN, STD, p_affine=1.0)
-    x, mask = batch["pixel_values"].float(), batch["mask"]
+    x, mask = batch["pixel_values"].to(device).float(), batch["mask"].to(device)
     times = []
     for _ in range(repeats + 1):
         own = x.clone()
+        _sync(device)
         t0 = time.perf_counter()
         warp_all._affine(own, mask, None)
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return 1000 * sorted(times[1:])[repeats // 2] / x.shape[0]
 
 
-def images_per_s(batches: Any, transform: BatchTransform | None, min_images: int) -> tuple[float, int]:
-    """Consume batches (applying ``transform`` per batch when given) until ``min_images``; (images/s, images)."""
-    seen, start = 0, time.perf_counter()
+def images_per_s(
+    batches: Any, transform: BatchTransform | None, min_images: int, device: torch.device
+) -> tuple[float, int]:
+    """Consume batches until ``min_images``: each moved to ``device`` (a no-op for the cached pipeline, whose
+    batches are there already), then ``transform`` applied when given; (images/s, images)."""
+    seen = 0
+    _sync(device)
+    start = time.perf_counter()
     while seen < min_images:
         for batch in batches():
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if transform is not None:
                 batch = transform(batch, training=True)
             assert batch["pixel_values"].dtype == torch.float32 and batch["mask"].shape[1] == 1
             seen += batch["pixel_values"].shape[0]
             if seen >= min_images:
                 break
+    _sync(device)
     return seen / (time.perf_counter() - start), seen
 
 
@@ -134,23 +149,27 @@ def measure(work: Path, source: tuple[int, int], args: argparse.Namespace) -> li
     build_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # the rest of the splits are built here; train is loaded from the cache
-    data = SegmentationData(root, tokenize, SIZE, MEAN, STD, args.batch_size, dataset=info, cache_root=cache_root)
+    device = torch.device(args.device)
+    data = SegmentationData(
+        root, tokenize, SIZE, MEAN, STD, args.batch_size, dataset=info, cache_root=cache_root, device=device
+    )
     load_s = time.perf_counter() - t0
     loader = data.train_loader()
-    warp_ms = warp_ms_per_image(loader)
+    warp_ms = warp_ms_per_image(loader, device)
     rows = []
     for p_affine in (0.2, 0.0) if args.ablate_affine else (0.2,):
         transform = BatchTransform(MEAN, STD, p_affine=p_affine)
-        images_per_s(loader.__iter__, transform, args.batch_size * 2)  # warm-up
-        cached, cached_n = images_per_s(loader.__iter__, transform, args.epochs * len(samples))
+        images_per_s(loader.__iter__, transform, args.batch_size * 2, device)  # warm-up
+        cached, cached_n = images_per_s(loader.__iter__, transform, args.epochs * len(samples), device)
         conventional_loader = DataLoader(
             PerSample(samples, transform),
             batch_size=args.batch_size,
             shuffle=True,
             num_workers=args.workers,
             persistent_workers=False,
+            pin_memory=device.type == "cuda",
         )
-        conventional, conv_n = images_per_s(conventional_loader.__iter__, None, len(samples))
+        conventional, conv_n = images_per_s(conventional_loader.__iter__, None, len(samples), device)
         rows.append(
             {
                 "source_size": f"{source[0]}x{source[1]}",
@@ -213,6 +232,11 @@ def main() -> None:
         "ISIC / CheXlocalize / Cityscapes are 1000-3000 px wide: try 1500x1000)",
     )
     parser.add_argument("--ablate-affine", action="store_true", help="also time both pipelines without the affine warp")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the cached pipeline keeps and augments the data, and where both deliver batches (cpu, cuda)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate (default: a temp folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
@@ -221,14 +245,15 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vlsm-bench-"))
     try:
         print(
-            f"{args.images} images per dataset, {SIZE} px, batch {args.batch_size}, {torch.get_num_threads()} "
-            f"threads (cached), {args.workers} workers (conventional)"
+            f"{args.images} images per dataset, {SIZE} px, batch {args.batch_size}, device {args.device}, "
+            f"{torch.get_num_threads()} threads (cached), {args.workers} workers (conventional)"
         )
         print(HEADER)
         print("-" * len(HEADER))
         rows = [row for source in args.source_sizes for row in measure(work, source, args)]
         if args.json:
             meta = {"image_size": SIZE, "batch_size": args.batch_size, "threads": torch.get_num_threads()}
+            meta["device"] = args.device
             args.json.write_text(json.dumps({**meta, "conventional_workers": args.workers, "rows": rows}, indent=2))
     finally:
         if args.workdir is None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (see README "Development"): the quickstart study end to end through
-# the local executor on the GPU, then the step-time benchmark on CUDA. Results land in $OUT (or ./device-out).
+# the local executor on the GPU, then the step-time and data-pipeline benchmarks on CUDA. Results land in $OUT (or ./device-out).
 # Packages the GPU image lacks travel as wheels in .whl/ (not committed); torch/transformers/Lightning are its own.
 set -uo pipefail
 OUT=${OUT:-device-out}; mkdir -p "$OUT"
@@ -27,3 +27,5 @@ for p in sorted(pathlib.Path("/tmp/vb-runs/quickstart/trials").glob("*/metrics.j
           "peak MB", round(m["peak_memory_mb"], 1), "wall s", round(m["wall_time_s"], 1))
 PY
 python3 benchmarks/step_time.py --device cuda --repeats 20 --json "$OUT/step_time_cuda.json" 2>&1 | tee "$OUT/step_time.log"
+python3 benchmarks/data_pipeline.py --device cuda --workers 8 --source-sizes 560x510 1500x1000 --ablate-affine \
+  --json "$OUT/data_pipeline_cuda.json" 2>&1 | tee "$OUT/data_pipeline.log"
