@@ -19,7 +19,7 @@ STALE_AFTER_S = 24 * 3600
 
 
 def _host() -> str:
-    return socket.gethostname().split(".")[0].replace(".", "_") or "host"
+    return socket.gethostname().split(".")[0] or "host"
 
 
 def build_dir(parent: Path, name: str) -> Path:
