@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-import pytorch_lightning as pl  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+
+from fit_helpers import assert_frozen_through_fit  # noqa: E402
 
 from vlsm_batch.errors import VlsmBatchError  # noqa: E402
 from vlsm_batch.models.checkpoints import CheckpointMismatchError  # noqa: E402
@@ -28,7 +28,6 @@ from vlsm_batch.models.factory import create_model  # noqa: E402
 from vlsm_batch.models.prompted import ModelLoadError  # noqa: E402
 from vlsm_batch.models.tokenizer import offline_clip_tokenizer  # noqa: E402
 from vlsm_batch.strategies.impl import PromptConfigError  # noqa: E402
-from vlsm_batch.training.module import SegmentationModule  # noqa: E402
 
 PROMPTS = ["a polyp", "a small benign tumour in the left breast, seen on ultrasound"]
 TINY_PARAMS: dict[str, dict[str, Any]] = {"cocoop": {"intermediate_dim": 8}}
@@ -148,34 +147,10 @@ def test_describe_prompts() -> None:
 
 
 # -- Lightning: frozen modules (BatchNorm included) stay in eval mode through fit ----------------------------------
-class _Check(pl.Callback):
-    def __init__(self) -> None:
-        self.seen: list[bool] = []
-
-    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, idx: int) -> None:
-        self.seen.append(any(m.training for m in module.model.cris.modules()))
-        assert module.model.learner.training
-
-
 @pytest.mark.parametrize("strategy", ["coop", "cocoop"])
 def test_frozen_modules_stay_in_eval_mode_through_fit(strategy: str) -> None:
     model = tiny(strategy, 2, learnable_upsampler=True)
-    before = {k: v.clone() for k, v in model.cris.state_dict().items()}  # BN running stats included
-    samples = [
-        {**{k: v[i] for k, v in batch(model).items()}, "mask": (torch.rand(1, 64, 64) > 0.5).float(), "index": i}
-        for i in range(2)
-    ]
-    loader = DataLoader(samples, batch_size=2)
-    module = SegmentationModule(model, lambda b, training, generator=None: b, lr=1e-2, weight_decay=0.01)
-    check = _Check()
-    trainer = pl.Trainer(
-        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[check], num_sanity_val_steps=0, accelerator="cpu",
-    )  # fmt: skip
-    trainer.fit(module, loader, loader)
-    assert check.seen == [False, False]
-    for k, v in model.cris.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_frozen_through_fit(model, model.cris, batch(model))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
