@@ -126,40 +126,41 @@ def report(rows: list[dict[str, Any]], strategies: list[str], precisions: list[s
     return rows + [{"strategy": "frozen forward", "precision": p, "ms": floor[p] * 1e3} for p in precisions]
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depth", type=int, default=1, help="prompt_depth of every strategy")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (fastest reported)")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated; finetune runs last")
-    parser.add_argument("--upsampler", action="store_true", help="add the learnable upsampler head")
-    parser.add_argument("--json", dest="json_path", help="also write the rows to this file")
-    args = parser.parse_args(argv)
+def parser(description: str | None, strategies: str, strategies_help: str) -> argparse.ArgumentParser:
+    """The options every per-strategy step-time benchmark takes (CLIPSeg here, CRIS in cris_step_time.py)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depth", type=int, default=1, help="prompt_depth of every strategy")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (fastest reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--strategies", default=strategies, help=strategies_help)
+    p.add_argument("--upsampler", action="store_true", help="add the learnable upsampler head")
+    p.add_argument("--json", dest="json_path", help="also write the rows to this file")
+    return p
 
-    device = torch.device(args.device)
-    strategies = [s for s in args.strategies.split(",") if s != "finetune"]
-    strategies += ["finetune"] if "finetune" in args.strategies.split(",") else []  # unfreezes the shared base
-    precisions = args.precisions.split(",")
-    base = build_clipseg("zero_shot", {}, random_init=True).to(device).eval()
-    x = inputs(base, args.batch, device)
-    print(
-        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} clipseg 352 px random init, "
-        f"batch {args.batch}, prompt_depth {args.depth}, upsampler {args.upsampler}"
-    )
 
+def measure_strategies(
+    args: argparse.Namespace,
+    strategies: list[str],
+    wrap: Callable[[str, dict[str, Any]], Any],
+    frozen_forward: Callable[[], Any],
+    x: dict[str, torch.Tensor],
+    params: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One training step per strategy and precision against the frozen forward, timed interleaved; prints the
+    table and writes ``--json``. ``wrap(strategy, params)`` builds the prompted model around the shared weights."""
+    device, precisions = torch.device(args.device), args.precisions.split(",")
     rows: list[dict[str, Any]] = []
-    base.clipseg.eval()
     for strategy in strategies:
-        params = {"prompt_depth": args.depth, "learnable_upsampler": args.upsampler, **PARAMS.get(strategy, {})}
-        model = wrap_clipseg(base.clipseg, base.tokenizer, "clipseg", strategy, params).to(device).train()
+        p = {"prompt_depth": args.depth, "learnable_upsampler": args.upsampler, **params.get(strategy, {})}
+        model = wrap(strategy, p).to(device).train()
         for precision in precisions:
 
-            def forward(p: str = precision) -> None:
-                with torch.no_grad(), autocast(device, p):
-                    base.clipseg(**x)  # the same weights, stock transformers forward
+            def forward(prec: str = precision) -> None:
+                with torch.no_grad(), autocast(device, prec):
+                    frozen_forward()
 
             fwd, step = timed_pair(forward, step_fn(model, x, precision), device, args.repeats, args.warmup)
             rows.append(row(strategy, precision, step, fwd, model.trainable_parameter_count()))
@@ -170,6 +171,28 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump({"device": str(device), "depth": args.depth, "batch": args.batch, "rows": rows}, fh, indent=2)
     return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parser(__doc__, ",".join(STRATEGIES), "comma-separated; finetune runs last").parse_args(argv)
+    device = torch.device(args.device)
+    strategies = [s for s in args.strategies.split(",") if s != "finetune"]
+    strategies += ["finetune"] if "finetune" in args.strategies.split(",") else []  # unfreezes the shared base
+    base = build_clipseg("zero_shot", {}, random_init=True).to(device).eval()
+    x = inputs(base, args.batch, device)
+    print(
+        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} clipseg 352 px random init, "
+        f"batch {args.batch}, prompt_depth {args.depth}, upsampler {args.upsampler}"
+    )
+    base.clipseg.eval()
+    return measure_strategies(
+        args,
+        strategies,
+        lambda strategy, params: wrap_clipseg(base.clipseg, base.tokenizer, "clipseg", strategy, params),
+        lambda: base.clipseg(**x),  # the same weights, stock transformers forward
+        x,
+        PARAMS,
+    )
 
 
 if __name__ == "__main__":
