@@ -61,3 +61,14 @@ def sleepy_task(trial_dir: str, executor: str = "local") -> dict[str, Any]:
     atomic_write_json(paths.metrics, {"val/dice": 0.1 * config["params"]["prompt_depth"], "test/dice": 0.5})
     write_status(paths, DONE)
     return {}
+
+
+def max_overlap(intervals: Path) -> int:
+    """The most stand-in tasks running at once, from the [trial, start, end] lines ``sleepy_task`` appends."""
+    spans = [json.loads(line)[1:] for line in intervals.read_text().splitlines()]
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak

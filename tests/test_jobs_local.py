@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import make_spec
+from helpers import make_spec, max_overlap
 
 from vlsm_batch.jobs.state import read_status
 from vlsm_batch.jobs.submit import submit
@@ -25,16 +25,6 @@ def fake_env(tmp_path, monkeypatch):
     return intervals
 
 
-def _max_overlap(intervals: Path) -> int:
-    spans = [json.loads(line)[1:] for line in intervals.read_text().splitlines()]
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    running = peak = 0
-    for _, delta in events:
-        running += delta
-        peak = max(peak, running)
-    return peak
-
-
 def _submit(spec, **kw):
     from helpers import sleepy_task
 
@@ -47,7 +37,7 @@ def test_local_parallelism_limit_and_resubmission(tmp_path, fake_env):
     assert result.executor == "local"
     assert len(result.launched) == 5
     assert len(result.local.done) == 5
-    peak = _max_overlap(fake_env)
+    peak = max_overlap(fake_env)
     assert peak == 2, f"max_parallel is 2 but {peak} trials overlapped"
 
     layout = StudyLayout(spec.output_dir)

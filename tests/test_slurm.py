@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_spec
+from helpers import make_spec, max_overlap
 
 from vlsm_batch.cli import main
 from vlsm_batch.jobs import cluster
@@ -227,16 +227,6 @@ def all_ended(st):
     return all(s.get("state") in ("done", "failed", "cancelled") for s in st.values())
 
 
-def _max_overlap(path: Path) -> int:
-    spans = [json.loads(line)[1:] for line in path.read_text().splitlines()]
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    running = peak = 0
-    for _, delta in events:
-        running += delta
-        peak = max(peak, running)
-    return peak
-
-
 def test_thirty_trials_become_three_rebased_arrays_under_the_throttle(slurm, env):
     if cluster.max_array_size(slurm) != 11:
         pytest.skip(
@@ -257,7 +247,7 @@ def test_thirty_trials_become_three_rebased_arrays_under_the_throttle(slurm, env
         assert "#SBATCH --comment=vlsm-batch:t:chunk" in t
     st = wait_for(spec, all_ended, timeout_s=400)
     assert {s["state"] for s in st.values()} == {"done"}
-    assert _max_overlap(env / "intervals.jsonl") <= 3
+    assert max_overlap(env / "intervals.jsonl") <= 3
     sub = json.loads(layout.submissions.read_text().splitlines()[-1])
     assert sub["executor"] == "slurm" and sub["job_ids"] == result.job_ids
     again = _submit(spec)
