@@ -325,7 +325,7 @@ def test_verify_finds_planted_defects(tmp_path: Path) -> None:
     assert set(errors) == {"missing", "unreadable", "size", "not-binary", "count", "prompt"}
     assert "img000.png" in errors["missing"] and "img001.png" in errors["unreadable"]
     assert (
-        "1 image/mask size mismatch(es), e.g. img002.png 32x26 vs mask 10x10" in errors["size"]
+        "e.g. images/img002.png 32x26 vs mask masks/img002.png 10x10" in errors["size"]
         and "values 0, 128" in errors["not-binary"]
     )
     assert "val: 2 samples, expected 3" in errors["count"] and "no prompt 'p1'" in errors["prompt"]
@@ -448,7 +448,7 @@ def test_cache_crash_leaves_no_entry(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def broken(path: Path, size: int) -> np.ndarray:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(cache_mod, "decode_image", broken)
+    monkeypatch.setattr(cache_mod, "read_image", broken)
     with pytest.raises(OSError, match="disk on fire"):
         cached_split(samples, 16, True, root, "val", cache_root=tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []

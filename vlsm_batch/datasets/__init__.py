@@ -13,6 +13,9 @@ Layouts (readers in ``readers.py``, reference §7):
 - ``image_dir`` (natural datasets, written by ``vlsm-batch data prepare``): ``images/<split>/<id>.<jpg|png>`` and
   ``annotations/<split>/<class>/<id>.png`` with ``<split>`` in training/validation/test; the prompt is the class
   (folder) name; ``prepared.json`` records the counts.
+
+Every name a dataset file lists stays inside its folder (``paths.py``); a mask must have its image's size unless
+the dataset declares ``resize_masks``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class DatasetInfo:
     prompt_source: str = "annotation"  # "annotation" (anns/*.json prompts[prompt_key]) | "class_name" | "fixed"
     fixed_prompt: str | None = None  # prompt_source "fixed": every sample gets this prompt
     prepare: str | None = None  # name of the `vlsm-batch data prepare` recipe that writes this dataset
+    # True only for a dataset known to ship masks at another resolution than their images: such a mask is resized
+    # (nearest) to its image. False (every catalog dataset): a size mismatch is refused, naming both files.
+    resize_masks: bool = False
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -140,6 +146,7 @@ def custom_dataset_info(definition: dict[str, Any]) -> DatasetInfo:
         description="declared in the study spec",
         prompt_source=source,
         fixed_prompt=prompt,
+        resize_masks=bool(definition.get("resize_masks", False)),
     )
 
 

@@ -60,13 +60,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare
+    from .prepare import prepare_dataset
 
-    manifest = prepare(args.name, Path(args.source), Path(args.dest), args.val_fraction, progress=True)
-    counts: Any = manifest["counts"]
+    done = prepare_dataset(args.name, Path(args.source), Path(args.dest), args.val_fraction, progress=True)
+    counts: Any = done.manifest["counts"]
     for split, c in counts.items():
         print(f"{split}: {c['images']} images, {c['samples']} (image, class) samples", flush=True)
-    print(f"wrote {Path(args.dest).absolute()}", flush=True)
+    if done.unchanged and not done.written:
+        print(f"nothing changed: {done.out} already holds this preparation ({done.unchanged} files)", flush=True)
+    elif done.unchanged:
+        print(f"added {done.written} missing file(s) to {done.out} ({done.unchanged} already there)", flush=True)
+    else:
+        print(f"wrote {done.out}", flush=True)
+    if done.foreign:
+        shown = ", ".join(done.foreign[:3]) + (", ..." if len(done.foreign) > 3 else "")
+        print(
+            f"note: {len(done.foreign)} file(s) in {done.out} are not part of this preparation and were left as "
+            f"they are ({shown}); `vlsm-batch data verify` tells whether they get in the way",
+            flush=True,
+        )
     return 0
 
 
@@ -86,7 +98,8 @@ def add_commands(sub: Any) -> None:
     s.add_argument("name", choices=PREPARE_RECIPES, help="dataset to prepare")
     s.add_argument("--from", dest="source", required=True, help="the official download (VOCdevkit/ or its VOC2012/; "
                    "the Cityscapes folder holding leftImg8bit/ and gtFine/)")  # fmt: skip
-    s.add_argument("--to", dest="dest", required=True, help="output folder, e.g. $VLSM_DATA/voc2012 (must not exist)")
+    s.add_argument("--to", dest="dest", required=True, help="output folder, e.g. $VLSM_DATA/voc2012 (absent, empty, "
+                   "or holding this same preparation: no file is ever overwritten)")  # fmt: skip
     s.add_argument("--val-fraction", type=float, default=0.1, help="share of official train held out (default 0.1)")
     s.set_defaults(func=cmd_prepare)
 

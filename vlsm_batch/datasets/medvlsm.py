@@ -1,7 +1,9 @@
 """Reader of the medvlsm layout: ``<root>/{images/, masks/, anns/<split>.json}`` (reference §7.1).
 
 Each annotation file is a list of ``{"img_name", "mask_name", "prompts": {"p0": "", "p1": ..., ...}}``; a prompt
-value is a string or a list of strings. No torch, no image decoding: this only resolves paths and prompts.
+value is a string or a list of strings. No torch, no image decoding: this only resolves paths and prompts. A name
+must stay inside ``images/`` (``masks/``): ``..``, absolute paths and symlinks that lead out are refused
+(``paths.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VlsmBatchError
+from .paths import NAME_RULE, Containment, name_problem
 
 LAYOUT_HELP = (
     "expected the medvlsm layout <root>/images/, <root>/masks/ and <root>/anns/{train,val,test}.json "
@@ -23,13 +26,27 @@ class DatasetLayoutError(VlsmBatchError, FileNotFoundError):
     """A dataset folder is missing files or does not follow the expected layout."""
 
 
+class DatasetPathError(DatasetLayoutError):
+    """A name a dataset file lists leads outside the folder it must stay in (``..``, absolute, a symlink out)."""
+
+
+class DatasetContentError(VlsmBatchError, ValueError):
+    """A dataset file is there but cannot be used as it is: unreadable, or a mask of another size than its image."""
+
+
+SHOWN_PATHS = 5  # offending entries listed in one message
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One (image, mask, prompt options) triple; ``prompts`` has at least one entry."""
+    """One (image, mask, prompt options) triple; ``prompts`` has at least one entry. ``resize_mask``: the dataset
+    declares masks at another resolution than their images (``DatasetInfo.resize_masks``), so a mismatch is
+    resized instead of refused."""
 
     image: Path
     mask: Path
     prompts: tuple[str, ...]
+    resize_mask: bool = False
 
     def prompt(self, training: bool, rng: random.Random | None = None) -> str:
         return choose_prompt(self.prompts, training, rng)
@@ -74,6 +91,7 @@ def read_split(
         raise DatasetLayoutError(f"{ann}: expected a list of samples, got {type(entries).__name__}; {LAYOUT_HELP}")
 
     samples = [_sample(images, masks, ann, i, entry, prompt_key) for i, entry in enumerate(entries)]
+    check_containment(samples, images, masks, f"named in {ann}")
     if check_files:
         _check_files(root, ann, samples)
     return samples
@@ -95,7 +113,36 @@ def _sample(images: Path, masks: Path, ann: Path, i: int, entry: object, prompt_
     options = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
     if not options:
         raise DatasetLayoutError(f"{ann}: sample {i} ({entry['img_name']}): prompt {prompt_key!r} is an empty list")
+    for field, folder in (("img_name", images), ("mask_name", masks)):
+        problem = name_problem(entry[field])
+        if problem:
+            raise DatasetPathError(
+                f"{ann}: sample {i}: {field} {entry[field]!r} {problem}; every name must be {NAME_RULE} "
+                f"({folder}). Fix or remove that entry of {ann.name}."
+            )
     return Sample(images / entry["img_name"], masks / entry["mask_name"], options)
+
+
+def check_containment(samples: list[Sample], images: Path, masks: Path, listed: str) -> None:
+    """Refuse images (masks) that, symlinks followed, lead out of ``images`` (``masks``): one ``lstat`` per file.
+
+    ``listed`` says where the names come from (``named in <annotation file>``), for the message.
+    """
+    guards = (Containment(images), Containment(masks))
+    escapes = []
+    for s in samples:
+        for path, guard in zip((s.image, s.mask), guards):
+            target = guard.escape(path)
+            if target is not None:
+                escapes.append(f"{path} -> {target}")
+    if escapes:
+        shown = "\n  ".join(escapes[:SHOWN_PATHS])
+        more = f"\n  ... and {len(escapes) - SHOWN_PATHS} more" if len(escapes) > SHOWN_PATHS else ""
+        raise DatasetPathError(
+            f"{len(escapes)} file(s) {listed} lead outside their folder ({images} or {masks}) through a "
+            f"symlink:\n  {shown}{more}\nCopy those files into the dataset, or let the whole images/ (masks/) "
+            "folder be the symlink; a dataset never reads files outside its folders."
+        )
 
 
 def _check_files(root: Path, ann: Path, samples: list[Sample]) -> None:

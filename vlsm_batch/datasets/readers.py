@@ -5,11 +5,12 @@ numpy/PIL-free and torch-free: readers resolve paths and prompts only; decoding 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 from . import DatasetInfo
-from .medvlsm import DatasetLayoutError, Sample, read_split
+from .medvlsm import DatasetLayoutError, Sample, check_containment, read_split
 
 SPLITS = ("train", "val", "test")
 IMAGE_DIR_SPLITS = {"train": "training", "val": "validation", "test": "test"}
@@ -59,7 +60,9 @@ def read_samples(
     else:
         raise DatasetLayoutError(f"dataset {info.name!r}: unknown layout {info.layout!r}")
     if info.prompt_source == "fixed" and info.fixed_prompt:
-        samples = [Sample(s.image, s.mask, (info.fixed_prompt,)) for s in samples]
+        samples = [dataclasses.replace(s, prompts=(info.fixed_prompt,)) for s in samples]
+    if info.resize_masks:
+        samples = [dataclasses.replace(s, resize_mask=True) for s in samples]
     return samples
 
 
@@ -123,4 +126,5 @@ def read_image_dir(root: Path, split: str) -> list[Sample]:
         shown = "\n  ".join(missing[:5])
         more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DatasetLayoutError(f"{len(missing)} image(s) for masks under {ann_dir} are missing:\n  {shown}{more}")
+    check_containment(samples, images_dir, ann_dir, f"found under {root}")
     return samples

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..tempdirs import build_dir, sweep_stale
+from .paths import share_like_mkdir
 
 FOLDER = "synthetic"
 SPLITS = (("train", 48), ("val", 16), ("test", 16))
@@ -28,7 +29,8 @@ def ensure_synthetic(data_root: Path) -> Path:
     """``<data_root>/synthetic``, generated first if ``anns/test.json`` is missing.
 
     The dataset is built in a hidden temporary folder next to it and renamed into place in one step, so callers
-    running at once (array tasks) end with one complete copy and a crash leaves nothing half-written there.
+    running at once (array tasks) end with one complete copy and a crash leaves nothing half-written there. The
+    folder gets the umask's mode (not the temporary folder's 0700), so a group-shared data root works for all.
     """
     data_root = Path(data_root).absolute()
     root = data_root / FOLDER
@@ -38,6 +40,7 @@ def ensure_synthetic(data_root: Path) -> Path:
     data_root.mkdir(parents=True, exist_ok=True)
     tmp = build_dir(data_root, FOLDER)
     try:
+        share_like_mkdir(tmp)
         generate(tmp)
         try:
             os.rename(tmp, root)  # atomic; fails when another caller's copy is already in place

@@ -1,10 +1,12 @@
 """``vlsm-batch data verify``: is a dataset where the registry says, complete, readable and well-formed?
 
-Checks, per dataset: the folder and annotation files exist and parse; per-split counts match the registry (or,
-for prepared natural datasets, ``prepared.json``); every image and mask named exists; prompts exist under the
-prompt key (and are not empty). The deep part (``quick=False``) also decodes every file: unreadable files,
-image/mask size mismatches, masks that are not binary (0/255 or 0/1). Soft values in JPEG masks are a warning
-only (Kvasir and BKAI ship JPEG masks; training binarises them at 0.5 once).
+Checks, per dataset: the folder and annotation files exist and parse; every name stays inside its folder (no
+``..``, absolute path or symlink out: the readers refuse them, so a trial would too); per-split counts match the
+registry (or, for prepared natural datasets, ``prepared.json``); every image and mask named exists; prompts exist
+under the prompt key (and are not empty). The deep part (``quick=False``) also decodes every file: unreadable
+(e.g. truncated) files, image/mask size mismatches (the errors a trial would stop on), masks that are not binary
+(0/255 or 0/1). Soft values in JPEG masks are a warning only (Kvasir and BKAI ship JPEG masks; training binarises
+them at 0.5 once), as are size mismatches in a dataset that declares ``resize_masks``.
 
 PIL and numpy only: ``submit`` runs the quick part as a preflight on a login node.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import DatasetInfo
-from .medvlsm import DatasetLayoutError, Sample
+from .medvlsm import DatasetLayoutError, DatasetPathError, Sample
 from .readers import SPLITS, read_samples
 
 ERROR, WARNING = "error", "warning"
@@ -29,7 +31,7 @@ SHOWN = 3  # examples listed per kind of finding
 @dataclass
 class Finding:
     severity: str  # error | warning
-    kind: str  # short tag: missing, count, unreadable, size, not-binary, soft-jpeg, prompt, layout
+    kind: str  # short tag: missing, count, unreadable, size, resized, not-binary, soft-jpeg, prompt, path, layout
     message: str
 
 
@@ -81,7 +83,7 @@ def verify_dataset(
         try:
             samples = read_samples(info, root, split, prompt_key, check_files=False)
         except DatasetLayoutError as exc:
-            kind = "prompt" if "prompt" in str(exc) else "layout"
+            kind = "path" if isinstance(exc, DatasetPathError) else "prompt" if "prompt" in str(exc) else "layout"
             report.add(ERROR, kind, f"{split}: {exc}")
             report.counts[split] = None
             continue
@@ -97,16 +99,16 @@ def verify_dataset(
             report.add(ERROR, "missing", f"{split}: {len(missing)} file(s) missing, e.g. {', '.join(missing[:SHOWN])}")
     if not quick:
         report.checked_files = True
-        _check_contents(report, per_split, threads or min(8, os.cpu_count() or 1))
+        _check_contents(report, root, per_split, threads or min(8, os.cpu_count() or 1))
     return report
 
 
-def _check_contents(report: DatasetReport, per_split: dict[str, list[Sample]], threads: int) -> None:
+def _check_contents(report: DatasetReport, root: Path, per_split: dict[str, list[Sample]], threads: int) -> None:
     """Decode every image and mask once (shared files once): readability, sizes, binary masks."""
-    pairs = {(s.image, s.mask) for samples in per_split.values() for s in samples}
+    pairs = {(s.image, s.mask, s.resize_mask) for samples in per_split.values() for s in samples}
     present = sorted(p for p in pairs if p[0].is_file() and p[1].is_file())
     with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(_inspect_pair, present))
+        results = list(pool.map(lambda pair: _inspect_pair(pair, root), present))
     by_kind: dict[tuple[str, str], list[str]] = {}
     for problems in results:
         for severity, kind, text in problems:
@@ -114,18 +116,27 @@ def _check_contents(report: DatasetReport, per_split: dict[str, list[Sample]], t
     for (severity, kind), texts in sorted(by_kind.items()):
         label = {
             "unreadable": "unreadable file(s)",
-            "size": "image/mask size mismatch(es)",
+            "size": "image/mask size mismatch(es) (a trial refuses them: fix the masks)",
+            "resized": "mask(s) of another size than their image (resized to it when loaded, as the dataset declares)",
             "not-binary": "mask(s) not binary (values other than 0/255 or 0/1)",
             "soft-jpeg": "JPEG mask(s) with soft values (binarised at 0.5 when loaded)",
         }[kind]
         report.add(severity, kind, f"{len(texts)} {label}, e.g. {'; '.join(texts[:SHOWN])}")
 
 
-def _inspect_pair(pair: tuple[Path, Path]) -> list[tuple[str, str, str]]:
+def _shown(path: Path, root: Path) -> str:
+    """A file as the message names it: relative to the dataset folder when inside it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _inspect_pair(pair: tuple[Path, Path, bool], root: Path) -> list[tuple[str, str, str]]:
     import numpy as np
     from PIL import Image
 
-    image_path, mask_path = pair
+    image_path, mask_path, resize = pair
     out: list[tuple[str, str, str]] = []
     sizes = []
     for path in (image_path, mask_path):
@@ -141,7 +152,8 @@ def _inspect_pair(pair: tuple[Path, Path]) -> list[tuple[str, str, str]]:
         return out
     if sizes[0] != sizes[1]:
         (iw, ih), (mw, mh) = sizes
-        out.append((ERROR, "size", f"{image_path.name} {iw}x{ih} vs mask {mw}x{mh}"))
+        text = f"{_shown(image_path, root)} {iw}x{ih} vs mask {_shown(mask_path, root)} {mw}x{mh}"
+        out.append((WARNING, "resized", text) if resize else (ERROR, "size", text))
     allowed = {0, 255} if values.max(initial=0) > 1 else {0, 1}
     if not set(values.tolist()) <= allowed:
         lossy = mask_path.suffix.lower() in LOSSY_MASK_SUFFIXES
