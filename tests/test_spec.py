@@ -45,7 +45,7 @@ train:
   early_stopping: {monitor: val/loss, patience: 7, min_delta: 0}
   num_workers: 2
   num_context: 4
-  context_init: "cost $5 ${HOME}"
+  context_init: "${HOME}"  # 4 CLIP tokens, as num_context says
   learnable_upsampler: true
 resources:
   executor: local
@@ -81,13 +81,18 @@ def _repo_specs() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _repo_specs(), ids=lambda p: p.name)
-def test_repo_specs_validate(path: Path, tmp_path: Path) -> None:
+def test_repo_specs_validate(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRIS_WEIGHTS", raising=False)
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "cris_best_single.pth").write_bytes(b"")  # full_benchmark's local CRIS checkpoint
     spec = load_spec(path, base_dir=tmp_path)
     assert spec.models and spec.datasets
 
 
 def test_full_fixture_builds_typed_spec(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "tiny.pt").write_bytes(b"")  # a local weights path must exist
     spec = load_spec(path, env={"VLSM_DATA": "/data/vlsm"}, base_dir=tmp_path)
     assert isinstance(spec, StudySpec)
     assert spec.path == path and spec.text == FULL
@@ -112,7 +117,7 @@ def test_full_fixture_builds_typed_spec(tmp_path: Path) -> None:
     assert (t.early_stopping_monitor, t.early_stopping_patience, t.early_stopping_min_delta) == ("val/loss", 7, 0.0)
     assert isinstance(t.early_stopping_min_delta, float)
     # `$` outside path fields is never expanded.
-    assert t.fixed_params == {"num_context": 4, "context_init": "cost $5 ${HOME}", "learnable_upsampler": True}
+    assert t.fixed_params == {"num_context": 4, "context_init": "${HOME}", "learnable_upsampler": True}
 
     r = spec.resources
     assert (r.executor, r.gpus_per_task, r.cpus_per_task, r.mem_gb, r.timeout_min) == ("local", 1, 4, 16, 60)
@@ -153,19 +158,25 @@ def test_float_params_normalised(tmp_path: Path) -> None:
     assert type(spec.train.fixed_params["weight_decay"]) is float
 
 
-def test_env_expansion_and_relative_paths(tmp_path: Path) -> None:
+def test_env_expansion_and_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "cris.pt").write_text("")
     (tmp_path / "org" / "local").mkdir(parents=True)
+    for weights in ("pretrain/cris.pth", "a/b/c", "b/a/b/c", "home/c.ckpt"):  # local weights paths must exist
+        (tmp_path / weights).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / weights).write_bytes(b"")
+    scratch = tmp_path / "scratch" / "me"
     text = (
         "study: t\nmodels: [clipseg, cris, clipseg-tiny, cris-tiny]\ndatasets: [synthetic]\nstrategies: [coop]\n"
         "output_dir: ${OUT}/../study\ndata_root: ~/d\n"
         "weights: {clipseg: '${W:-CIDAS/clipseg-rd64}', cris: '${CRIS:-pretrain/cris.pth}', clipseg-tiny: org/local,"
         " cris-tiny: a/b/c}\n"
     )
-    spec = load_spec(write(tmp_path, text), env={"OUT": "/scratch/me/x"}, base_dir=tmp_path)
-    assert spec.output_dir == Path("/scratch/me/study")
-    assert spec.data_root == Path.home() / "d"
+    spec = load_spec(write(tmp_path, text), env={"OUT": str(scratch / "x")}, base_dir=tmp_path)
+    assert spec.output_dir == scratch / "study"
+    assert spec.data_root == home / "d"
     assert spec.weights == {
         "clipseg": "CIDAS/clipseg-rd64",  # hub id, also as a ${...} default
         "cris": str(tmp_path / "pretrain" / "cris.pth"),  # checkpoint suffix: a path
@@ -176,7 +187,7 @@ def test_env_expansion_and_relative_paths(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, text), env=env, base_dir=tmp_path / "b")
     assert spec.output_dir == tmp_path / "b" / "study"
     assert spec.weights["clipseg"] == "CIDAS/clipseg-rd64"  # empty W uses the default
-    assert spec.weights["cris"] == str(Path.home() / "c.ckpt")
+    assert spec.weights["cris"] == str(home / "c.ckpt")
 
 
 def test_default_base_dir_is_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,6 +390,8 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 
 def test_load_spec_does_not_import_torch(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "tiny.pt").write_bytes(b"")
     code = (
         "import sys\n"
         "from vlsm_batch.spec import load_spec\n"

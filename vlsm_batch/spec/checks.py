@@ -15,6 +15,8 @@ from ..strategies import STRATEGIES, incompatibility
 from .context import CheckContext
 from .distributions import GRID_KINDS, grid_size
 from .paramcheck import check_params, strategy_space
+from .resources import check_profile
+from .tokens import check_context_init
 
 MAX_GRID = 100_000
 
@@ -190,3 +192,5 @@ def run_checks(ctx: CheckContext) -> None:
     check_params(ctx)
     check_search(ctx)
     check_train(ctx)
+    check_context_init(ctx)
+    check_profile(ctx)

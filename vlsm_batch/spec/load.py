@@ -1,7 +1,9 @@
 """``load_spec``: study file -> validated ``StudySpec``, or one ``SpecError`` that lists every problem found.
 
-Order: safe YAML (positions, no tags, no duplicates) -> JSON Schema -> semantic checks on the parts the schema
-accepted -> path fields (env expansion, absolute paths) -> typed result. Nothing here imports torch.
+Order: the file itself (a regular file of at most 1 MiB) -> safe YAML (positions, no tags, no duplicates) -> JSON
+Schema (whole-value patterns, finite numbers) -> semantic checks on the parts the schema accepted (names, parameters,
+context_init tokens, Slurm profile) -> path fields (env expansion, absolute paths, output_dir usable, data_root a
+folder, local weights present, hub ids well-formed) -> typed result. Nothing here writes a file or imports torch.
 """
 
 from __future__ import annotations
@@ -14,24 +16,13 @@ from ..errors import SpecError
 from .build import build_spec
 from .checks import run_checks
 from .context import CheckContext
-from .paths import ExpandError, absolute, expand_vars, looks_like_path
-from .report import Reporter, format_line
+from .paths import PATH_RULE, ExpandError, absolute, expand_vars, hub_id_problem, path_reason
+from .places import control_problem, data_root_problem, output_dir_problem, weights_path_problem
+from .report import Reporter
 from .schema import check_schema
+from .source import read_spec_text
 from .types import StudySpec
 from .yamlsafe import read_yaml
-
-
-def _read(path: Path, filename: str) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError([f"{filename}: cannot read study file: {exc.strerror or exc}"]) from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SpecError([format_line(filename, (line, col), None, "not UTF-8 text")]) from None
 
 
 class _PathFields:
@@ -64,19 +55,53 @@ class _PathFields:
             text = self.expand(("custom_datasets", name, "path"), d["path"])
             if text == "":
                 self.ctx.report.error(("custom_datasets", name, "path"), "expands to an empty path")
+            elif text is not None and control_problem(text):
+                self.ctx.report.error(("custom_datasets", name, "path"), str(control_problem(text)))
             elif text is not None:
                 out[name] = absolute(text, self.base_dir)
         return out
 
     def weights(self) -> dict[str, str]:
+        """Local paths must exist (file or folder); anything else must be a well-formed hub id (org/name)."""
         out: dict[str, str] = {}
         for model, raw in self.ctx.section("weights").items():
-            if not self.ctx.ok(("weights", model)):
+            where = ("weights", model)
+            if not self.ctx.ok(where):
                 continue
-            text = self.expand(("weights", model), raw)
-            if text is not None:
-                out[model] = str(absolute(text, self.base_dir)) if looks_like_path(text, self.base_dir) else text
+            text = self.expand(where, raw)
+            if text is None:
+                continue
+            shown = f"{raw!r}" if text == raw else f"{raw!r} (= {text!r})"
+            reason = path_reason(text, self.base_dir)
+            if reason:
+                path = absolute(text, self.base_dir)
+                problem = weights_path_problem(path)
+                if problem:
+                    self.ctx.report.error(where, f"{shown} is a local path ({reason}): {problem}")
+                out[model] = str(path)
+            else:
+                problem = control_problem(text) or hub_id_problem(text)
+                if problem:
+                    self.ctx.report.error(where, f"{shown} is read as a Hugging Face id: {problem} ({PATH_RULE})")
+                out[model] = text
         return out
+
+    def check_output_dir(self, output_dir: Path | None) -> None:
+        study = self.ctx.data.get("study") if self.ctx.ok(("study",)) else None
+        if output_dir is None:
+            return
+        problem = output_dir_problem(output_dir, study if isinstance(study, str) else None)
+        if problem:
+            written = "output_dir" in self.ctx.data
+            at = ("output_dir",) if written else ("study",)
+            self.ctx.report.error(("output_dir",), problem if written else f"(default runs/<study>) {problem}", at=at)
+
+    def check_data_root(self, data_root: Path | None) -> None:
+        problem = None if data_root is None else data_root_problem(data_root)
+        if problem:
+            written = "data_root" in self.ctx.data
+            at = ("data_root",) if written else ("study",)
+            self.ctx.report.error(("data_root",), problem if written else f"(default data) {problem}", at=at)
 
 
 def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> StudySpec:
@@ -86,7 +111,7 @@ def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None, base_di
     (default: the working directory). Raises ``SpecError`` whose ``errors`` are ``FILE:LINE:COL: path: message``.
     """
     filename = str(path)
-    text = _read(Path(path), filename)
+    text = read_spec_text(Path(path), filename)
     doc = read_yaml(text, filename)
     report = Reporter(filename, doc)
     bad = check_schema(doc.data, report)
@@ -100,6 +125,8 @@ def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None, base_di
     study = doc.data.get("study", "study")
     output_dir = fields.directory("output_dir", f"runs/{study}")
     data_root = fields.directory("data_root", "data")
+    fields.check_output_dir(output_dir)
+    fields.check_data_root(data_root)
     weights = fields.weights()
     custom_paths = fields.custom_paths()
     if report.errors:

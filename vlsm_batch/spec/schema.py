@@ -2,12 +2,17 @@
 
 The schema file is the single source of truth for key names, types and defaults; this module only words its
 errors (unknown keys with close matches, missing keys at their parent, duplicates at the second occurrence).
+Two rules JSON Schema means but Python's jsonschema does not apply are enforced here: ``pattern`` matches the whole
+value with ECMA-262 semantics (Python's ``$`` also matches before a final newline, so ``study: "x\\n"`` passed), and
+every number is finite (``.nan`` slips through ``minimum``) and every integer within +-2^53.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -20,6 +25,7 @@ from .report import KeyPath, Reporter
 SBATCH_ALLOWED = "letters, digits and _ . , : = @ + % / - [ ] & | *"
 _SBATCH_CHAR = re.compile(r"[A-Za-z0-9_.,:=@+%/\[\]&|*-]")
 STUDY_RULE = "1-64 letters, digits, '_', '.', '-', starting with a letter or digit"
+MAX_INT = 2**53  # beyond this an integer has no exact float; nothing in a study needs one (float() may overflow)
 
 
 @cache
@@ -33,9 +39,56 @@ def _is_int(_checker: Any, value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def ecma_pattern(pattern: str) -> str:
+    """``pattern`` for Python's ``re`` with JSON Schema's (ECMA-262) meaning: ``$`` outside a class becomes ``\\Z``.
+
+    In ECMA-262 (no multiline flag) ``$`` matches only at the end of the input; Python's ``$`` also matches before a
+    final newline, so jsonschema's ``re.search`` accepted ``"x\\n"`` for ``^[a-z]+$``.
+    """
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            head = "[^" if pattern.startswith("[^", i) else "["
+            if pattern.startswith("]", i + len(head)):  # a leading ']' is a literal member of the class
+                head += "]"
+            out.append(head)
+            i += len(head)
+            continue
+        elif c == "$":
+            c = r"\Z"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(ecma_pattern(pattern))
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` satisfies a schema ``pattern`` (ECMA-262 semantics: no match before a final newline)."""
+    return _compiled(pattern).search(value) is not None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not pattern_matches(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 # JSON Schema calls 1.0 an integer; a YAML file that says `max_epochs: 1.0` should be told it is not.
 _StrictValidator = validators.extend(
     Draft202012Validator,
+    validators={"pattern": _pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
 )
 
@@ -113,11 +166,29 @@ def _type_message(err: ValidationError, path: KeyPath) -> str:
     return msg
 
 
+def _newline_hint(value: str) -> str:
+    if value != value.rstrip():
+        return "; remove the trailing newline or spaces (a quoted or block scalar keeps them)"
+    return ""
+
+
 def _pattern_message(err: ValidationError, path: KeyPath) -> str:
     value = err.instance
     if path == ("study",):
-        return f"invalid study name {value!r}: use {STUDY_RULE}"
-    return f"{value!r}: {sbatch_problem(value) or 'does not match ' + err.validator_value}"
+        return f"invalid study name {value!r}: use {STUDY_RULE}{_newline_hint(value)}"
+    if path[:2] == ("resources", "slurm"):
+        return f"{value!r}: {sbatch_problem(value) or 'does not match ' + err.validator_value}"
+    if path and path[-1] == "prompt_key":
+        return f"invalid prompt key {value!r}: use p followed by digits, e.g. p1{_newline_hint(value)}"
+    return f"{value!r} does not match {err.validator_value}{_newline_hint(value)}"
+
+
+def _name_message(err: ValidationError) -> str:
+    """A ``propertyNames`` pattern failure: the offending key is the instance."""
+    return (
+        f"invalid dataset name {err.instance!r}: use 1-64 lower-case letters, digits, '_' and '-', starting with a "
+        f"letter or digit{_newline_hint(err.instance)}"
+    )
 
 
 def _enum_message(err: ValidationError, path: KeyPath) -> str:
@@ -145,6 +216,9 @@ def _translate(err: ValidationError, report: Reporter) -> list[KeyPath]:
             where = "at top level" if not path else "here"
             report.error((*path, k), f"missing required key {k!r} ({where})")
         return [(*path, k) for k in missing]
+    if kind == "pattern" and "propertyNames" in err.schema_path:
+        report.error((*path, value), _name_message(err), key=True)
+        return [(*path, value)]
     if kind == "uniqueItems":
         for j, item in enumerate(value):
             i = next((i for i in range(j) if _same(value[i], item)), None)
@@ -169,16 +243,51 @@ def _translate(err: ValidationError, report: Reporter) -> list[KeyPath]:
     elif kind == "minimum":
         msg = f"must be >= {err.validator_value}, got {value}"
     elif kind == "maximum":
-        msg = f"must be <= {err.validator_value}, got {value}"
+        msg = f"must be <= {err.validator_value}, got {value}{_MAXIMUM_HINTS.get(path, '')}"
     else:  # pragma: no cover - keywords the schema does not use today
         msg = err.message
     report.error(path, msg)
     return [path]
 
 
+_MAXIMUM_HINTS: dict[KeyPath, str] = {
+    ("resources", "timeout_min"): (
+        " (30 days; Slurm reads far larger values as UNLIMITED). A trial that hits its limit is requeued and resumes "
+        "from its checkpoint, so a shorter limit loses nothing"
+    ),
+    ("resources", "mem_gb"): " (GB per trial)",
+    ("resources", "cpus_per_task"): " (cores per trial)",
+    ("resources", "gpus_per_task"): " (GPUs per trial)",
+}
+
+
+def _unusable_numbers(node: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
+    """Every .nan / .inf, and every integer beyond +-2^53, with why."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _unusable_numbers(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _unusable_numbers(value, (*path, i))
+    elif isinstance(node, float) and not math.isfinite(node):
+        shown = ".nan" if math.isnan(node) else ("-.inf" if node < 0 else ".inf")
+        yield path, f"{shown} is not a finite number; write a plain number (a study never needs .nan or .inf)"
+    elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_INT:
+        yield (
+            path,
+            f"this {len(str(abs(node)))}-digit integer is too large (the limit is +-2^53); write a smaller number",
+        )
+
+
 def check_schema(data: Any, report: Reporter) -> set[KeyPath]:
     """Report every schema violation in ``data``; return the key paths that are not to be trusted."""
     bad: set[KeyPath] = set()
+    numbers = dict(_unusable_numbers(data))
+    for path, msg in numbers.items():
+        report.error(path, msg)
+    bad.update(numbers)
     for err in _validator().iter_errors(data):
+        if tuple(err.absolute_path) in numbers:  # already reported, e.g. `.inf` above a maximum
+            continue
         bad.update(_translate(err, report))
     return bad
