@@ -1,9 +1,12 @@
 """Train and evaluate one trial: ``train_trial(trials/<id>)`` reads config.json, writes history.csv,
 checkpoints/ and metrics.json, and returns the metrics.
 
-The jobs layer wraps this call and owns status.json and requeueing; here failures simply raise. A resumed
-attempt continues from ``checkpoints/last.ckpt`` without repeating finished epochs. Model selection uses the
-validation split only; test metrics come from the best checkpoint, per image at each mask's original resolution.
+The jobs layer wraps this call and owns status.json and requeueing; here failures simply raise (a failed write
+as an ``OSError`` naming the file, errno kept: ENOSPC is a full disk). A resumed attempt continues from
+``checkpoints/last.ckpt`` without repeating finished epochs; a damaged one falls back to ``last.prev.ckpt`` or
+restarts the trial (see ``checkpoint_io``). Checkpoints are written durably, store study-relative paths (a moved
+study resumes) and are only ever loaded with ``weights_only=True``. Model selection uses the validation split
+only; test metrics come from the best checkpoint, per image at each mask's original resolution.
 
 Debugging: ``python -m vlsm_batch.training.entry TRIAL_DIR``.
 """
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from torch import nn
 from torch.utils.data import DataLoader
@@ -38,6 +41,16 @@ from ..layout import TrialPaths, atomic_write_json, atomic_write_text
 from ..metrics import METRIC_KEYS, OBJECTIVES
 from ..metrics.segmentation import mean_std
 from ..strategies import get_strategy
+from .checkpoint_io import (
+    LAST,
+    DurableCheckpointIO,
+    ResumePoint,
+    TrialCheckpoint,
+    checkpoint_epochs,
+    checkpoint_problem,
+    named_os_error,
+    select_resume,
+)
 from .data import SegmentationData
 from .module import SegmentationModule
 
@@ -102,22 +115,21 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=paths.root,
-        plugins=slurm_plugins(),
+        plugins=[*slurm_plugins(), DurableCheckpointIO()],
         benchmark=cuda,  # one input size: cuDNN autotuning pays off (the original set it too)
     )
-    last = paths.checkpoints / "last.ckpt"
-    resume = last if last.is_file() else None
-    if resume:
-        print(f"resuming from {resume}", flush=True)
+    last = paths.checkpoints / LAST
+    resume = _resume_point(paths) if trains else ResumePoint(None)
+    if resume.path:
+        print(f"resuming from {resume.path}", flush=True)
     if trains:
         with _quiet():
             batches = data.train_loader(seed, epoch=lambda: trainer.current_epoch)
-            trainer.fit(module, batches, data.eval_loader("val"), ckpt_path=resume)
+            trainer.fit(module, batches, data.eval_loader("val"), ckpt_path=resume.path, weights_only=True)
 
     best = Path(best_checkpoint.best_model_path) if best_checkpoint and best_checkpoint.best_model_path else None
-    if trains and (best is None or not best.is_file()):
-        print(f"warning: no best checkpoint by {config['objective']['metric']}; evaluating {last}", flush=True)
-        best = last
+    if trains:
+        best = _usable_best(best, last if last.is_file() else resume.path or last, paths, config)
     val = _predict(trainer, module, data.eval_loader("val", with_original=True), best)
     test = _predict(trainer, module, data.eval_loader("test", with_original=True), best)
 
@@ -129,9 +141,7 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         "objective": config["objective"],
         "val/loss": float(val["loss"].mean()) if len(val["loss"]) else None,
         "epochs": int(trainer.current_epoch),
-        "best_epoch": (
-            int(torch.load(best, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1 if best else None
-        ),
+        "best_epoch": checkpoint_epochs(best) if best else None,
         # this attempt, plus the epochs that earlier (interrupted) attempts ran
         "wall_time_s": round(time.perf_counter() - started + earlier_s, 3),
         "trainable_params": int(model.trainable_parameter_count()),
@@ -148,11 +158,42 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     missing = [k for k in METRIC_KEYS if k not in metrics]
     if missing:
         raise RuntimeError(f"metrics.json would lack {missing}")
-    atomic_write_json(paths.metrics, metrics)
+    try:
+        atomic_write_json(paths.metrics, metrics)
+    except OSError as exc:
+        raise named_os_error(exc, paths.metrics) from exc
     return metrics
 
 
-def _callbacks(paths: TrialPaths, config: dict[str, Any]) -> tuple[ModelCheckpoint, EpochReport, list[pl.Callback]]:
+def _resume_point(paths: TrialPaths) -> ResumePoint:
+    """Where this attempt starts (``checkpoint_io.select_resume``), with history.csv made to agree: reset when the
+    trial starts over, cut after the epochs of the previous checkpoint when it falls back to it."""
+    resume = select_resume(paths.checkpoints, log=lambda line: print(line, flush=True))
+    if resume.restarted:
+        paths.history.unlink(missing_ok=True)
+    elif resume.fell_back and resume.path is not None:
+        epochs = checkpoint_epochs(resume.path)
+        rows = [r for r in read_history(paths.history) if int(r["epoch"]) <= epochs]
+        write_history(paths.history, rows)
+    return resume
+
+
+def _usable_best(best: Path | None, fallback: Path, paths: TrialPaths, config: dict[str, Any]) -> Path:
+    """The best checkpoint to evaluate, or ``fallback`` (the last one) with a printed warning saying why."""
+    if best is None or not best.is_file():
+        print(f"warning: no best checkpoint by {config['objective']['metric']}; evaluating {fallback}", flush=True)
+        return fallback
+    if paths.checkpoints.resolve() not in best.resolve().parents:
+        print(f"warning: best checkpoint {best} is outside this trial; evaluating {fallback}", flush=True)
+        return fallback
+    problem = checkpoint_problem(best, required=("state_dict", "epoch"))
+    if problem:
+        print(f"warning: best checkpoint {best} is unusable, {problem}; evaluating {fallback}", flush=True)
+        return fallback
+    return best
+
+
+def _callbacks(paths: TrialPaths, config: dict[str, Any]) -> tuple[TrialCheckpoint, EpochReport, list[pl.Callback]]:
     """Early stopping, the best and the last checkpoint, and the per-epoch report (in the order Lightning needs).
 
     Both checkpoints are written once the epoch is over (not at validation end, mid-epoch), so a resumed attempt
@@ -160,15 +201,16 @@ def _callbacks(paths: TrialPaths, config: dict[str, Any]) -> tuple[ModelCheckpoi
     it only on epochs that improve the monitored metric, and a resumed attempt would repeat the epochs since then.
     """
     stopping, objective = config["train"]["early_stopping"], config["objective"]
-    best = ModelCheckpoint(
+    best = TrialCheckpoint(
         dirpath=paths.checkpoints,
         filename="best",
         monitor=objective["metric"],
         mode=objective["mode"],
         save_top_k=1,
         save_on_train_epoch_end=True,
+        enable_version_counter=False,  # one best.ckpt, replaced atomically (never a best-v1.ckpt beside it)
     )
-    last = ModelCheckpoint(
+    last = TrialCheckpoint(
         dirpath=paths.checkpoints,
         filename="last",
         save_top_k=1,
@@ -237,7 +279,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def _predict(trainer: pl.Trainer, module: SegmentationModule, loader: DataLoader, ckpt: Path | None) -> dict[str, Any]:
     with _quiet():
-        outs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt) or []
+        outs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt, weights_only=True) or []
     if not outs:
         return {k: np.zeros(0) for k in ("loss", "dice", "iou")}
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in ("loss", "dice", "iou")}
@@ -260,6 +302,18 @@ def read_history(path: Path) -> list[dict[str, str]]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """history.csv rewritten whole and atomically; a failed write names the file (errno kept)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    try:
+        atomic_write_text(path, buf.getvalue())
+    except OSError as exc:
+        raise named_os_error(exc, path) from exc
 
 
 class EpochReport(pl.Callback):
@@ -327,12 +381,7 @@ class EpochReport(pl.Callback):
             "train_time_s": round((self._train_end or now) - self._t0, 4),
             "epoch_time_s": round(now - self._t0, 4),
         }
-        rows = [r for r in read_history(self.path) if int(r["epoch"]) < epoch] + [row]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.path, buf.getvalue())
+        write_history(self.path, [r for r in read_history(self.path) if int(r["epoch"]) < epoch] + [row])
         self._written = True
         self.ran.add(epoch)
         print(
