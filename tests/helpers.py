@@ -44,27 +44,28 @@ def make_spec(tmp_path: Path, **over: Any) -> StudySpec:
     return StudySpec(**fields)
 
 
-def sleepy_task(trial_dir: str, executor: str = "local") -> dict[str, Any]:
-    """A stand-in for training: records its run interval, writes status like the real task wrapper."""
-    from vlsm_batch.jobs.state import DONE, FAILED, RUNNING, write_status
+def sleepy_train(root: Path) -> dict[str, Any]:
+    """A stand-in for training, run inside the real task wrapper: records its run interval, sleeps, writes metrics.
 
-    paths = TrialPaths(Path(trial_dir))
-    write_status(paths, RUNNING, executor=executor, pid=os.getpid(), host=os.uname().nodename)
+    VLSM_TEST_SLEEP sets the seconds; a trial whose prompt_depth equals VLSM_TEST_FAIL_DEPTH raises.
+    """
+    paths = TrialPaths(Path(root))
     start = time.time()
     config = json.loads(paths.config.read_text())
     time.sleep(float(os.environ.get("VLSM_TEST_SLEEP", "0.6")))
     with open(Path(os.environ["VLSM_TEST_INTERVALS"]), "a") as f:
         f.write(json.dumps([config["trial_id"], start, time.time()]) + "\n")
     if config["params"].get("prompt_depth") == int(os.environ.get("VLSM_TEST_FAIL_DEPTH", "-1")):
-        write_status(paths, FAILED, error={"class": "RuntimeError", "message": "planted failure"})
         raise RuntimeError("planted failure")
     atomic_write_json(paths.metrics, {"val/dice": 0.1 * config["params"]["prompt_depth"], "test/dice": 0.5})
-    write_status(paths, DONE)
     return {}
 
 
+SLEEPY = "helpers:sleepy_train"  # for submit(train=...): importable in the worker through PYTHONPATH=tests
+
+
 def max_overlap(intervals: Path) -> int:
-    """The most stand-in tasks running at once, from the [trial, start, end] lines ``sleepy_task`` appends."""
+    """The most stand-in tasks running at once, from the [trial, start, end] lines ``sleepy_train`` appends."""
     spans = [json.loads(line)[1:] for line in intervals.read_text().splitlines()]
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
     running = peak = 0
@@ -72,3 +73,17 @@ def max_overlap(intervals: Path) -> int:
         running += delta
         peak = max(peak, running)
     return peak
+
+
+def disk_filling_train(root: Path) -> dict[str, Any]:
+    """Like ``sleepy_train``, but the result write fails with ENOSPC while the counter file in
+    VLSM_TEST_DISK_FULL is above zero (each failure takes one off), as a full file system would."""
+    import errno
+
+    target = Path(root) / "metrics.json"
+    counter = Path(os.environ["VLSM_TEST_DISK_FULL"])
+    left = int(counter.read_text())
+    if left > 0:
+        counter.write_text(str(left - 1))
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    return sleepy_train(root)

@@ -51,7 +51,7 @@ def test_light_commands_never_import_torch(tmp_path):
     code = f"""
         import sys
         from pathlib import Path
-        from helpers import sleepy_task
+        from helpers import SLEEPY
         from vlsm_batch.cli import main
         from vlsm_batch.jobs.submit import submit
         from vlsm_batch.spec import load_spec
@@ -62,16 +62,19 @@ def test_light_commands_never_import_torch(tmp_path):
         assert main(["plan", spec_path]) == 0
         assert main(["submit", {str(REPO / "specs" / "full_benchmark.yaml")!r}]) == 2  # refused before launch
         spec = load_spec(spec_path)
-        result = submit(spec, expand(spec), progress=False, task=sleepy_task)
+        result = submit(spec, expand(spec), progress=False, train=SLEEPY)
         assert len(result.local.done) == len(expand(spec).trials) > 1, result.local
         assert main(["status"]) == 0
         assert main(["analyze", "--by", "prompt_depth"]) == 0
         assert "torch" not in sys.modules, "torch was imported"
         print("light-ok")
         """
+    cris = tmp_path / "cris_best_single.pth"
+    cris.write_bytes(b"")  # full_benchmark's local CRIS weights: validate requires a local path to exist
     proc = run_py(
         code,
         tmp_path,
+        CRIS_WEIGHTS=str(cris),
         VLSM_RUNS=str(tmp_path / "runs"),
         VLSM_DATA=str(tmp_path / "data"),
         VLSM_TEST_INTERVALS=str(tmp_path / "iv.jsonl"),
@@ -102,7 +105,10 @@ def test_invalid_spec_exit_code_and_message(tmp_path, capsys):
     assert f"{bad}:4:" in err and "did you mean 'maple'" in err
 
 
-def test_plan_writes_nothing(tmp_path, capsys, monkeypatch):
+def test_plan_writes_nothing(tmp_path, tmp_path_factory, capsys, monkeypatch):
+    cris = tmp_path_factory.mktemp("weights") / "cris_best_single.pth"
+    cris.write_bytes(b"")  # full_benchmark's local CRIS weights must exist
+    monkeypatch.setenv("CRIS_WEIGHTS", str(cris))
     monkeypatch.setenv("VLSM_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("VLSM_DATA", str(tmp_path / "data"))
     assert main(["plan", str(REPO / "specs" / "full_benchmark.yaml")]) == 0

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from vlsm_batch.jobs.state import read_status
+from vlsm_batch.jobs.store import read as read_record
 from vlsm_batch.layout import StudyLayout
 
 TESTS = Path(__file__).parent
@@ -19,12 +19,12 @@ TESTS = Path(__file__).parent
 SCRIPT = """
 import sys
 from pathlib import Path
-from helpers import make_spec, sleepy_task
+from helpers import SLEEPY, make_spec
 from vlsm_batch.jobs.submit import submit
 from vlsm_batch.trials import expand
 
 spec = make_spec(Path(sys.argv[1]), trials=4)
-result = submit(spec, expand(spec), progress=False, task=sleepy_task)
+result = submit(spec, expand(spec), progress=False, train=SLEEPY)
 print("RESULT", len(result.launched), len(result.local.done), len(result.local.cancelled), result.local.interrupted)
 """
 
@@ -51,7 +51,7 @@ def test_ctrl_c_marks_running_cancelled_and_resubmit_resumes(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until two trials are running
         states = (
-            [read_status(layout.trial(p.name))["state"] for p in layout.trials_dir.glob("*")]
+            [str(read_record(layout.trial(p.name)).state) for p in layout.trials_dir.glob("*")]
             if (layout.trials_dir.exists())
             else []
         )
@@ -61,12 +61,12 @@ def test_ctrl_c_marks_running_cancelled_and_resubmit_resumes(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert "RESULT 4 0 2 True" in out, out + err
-    states = sorted(read_status(layout.trial(p.name))["state"] for p in layout.trials_dir.glob("*"))
+    states = sorted(str(read_record(layout.trial(p.name)).state) for p in layout.trials_dir.glob("*"))
     assert states == ["cancelled", "cancelled", "pending", "pending"]
 
     proc = _run(tmp_path, "0.05")
     out, err = proc.communicate(timeout=120)
     assert "RESULT 4 4 0 False" in out, out + err
-    assert all(read_status(layout.trial(p.name))["state"] == "done" for p in layout.trials_dir.glob("*"))
+    assert all(str(read_record(layout.trial(p.name)).state) == "done" for p in layout.trials_dir.glob("*"))
     finished = [json.loads(line)[0] for line in (tmp_path / "iv.jsonl").read_text().splitlines()]
     assert len(finished) == 4  # the interrupted ones never wrote a result

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import make_spec, max_overlap
 
-from vlsm_batch.jobs.state import read_status
+from vlsm_batch.jobs.store import read as read_record
 from vlsm_batch.jobs.submit import submit
 from vlsm_batch.layout import StudyLayout
 from vlsm_batch.trials import expand
@@ -26,9 +26,9 @@ def fake_env(tmp_path, monkeypatch):
 
 
 def _submit(spec, **kw):
-    from helpers import sleepy_task
+    from helpers import SLEEPY
 
-    return submit(spec, expand(spec), progress=False, task=sleepy_task, **kw)
+    return submit(spec, expand(spec), progress=False, train=SLEEPY, **kw)
 
 
 def test_local_parallelism_limit_and_resubmission(tmp_path, fake_env):
@@ -47,7 +47,7 @@ def test_local_parallelism_limit_and_resubmission(tmp_path, fake_env):
     assert sub["executor"] == "local" and sub["n_trials"] == 5
     assert "versions" in sub and "git_commit" in sub and sub["time"]
     for t in expand(spec).trials:
-        assert read_status(layout.trial(t.trial_id))["state"] == "done"
+        assert str(read_record(layout.trial(t.trial_id)).state) == "done"
         assert json.loads(layout.trial(t.trial_id).config.read_text())["trial_id"] == t.trial_id
 
     again = _submit(spec)
@@ -57,14 +57,14 @@ def test_local_parallelism_limit_and_resubmission(tmp_path, fake_env):
 
 
 def test_progress_in_a_log_file_is_one_line_per_finished_trial(tmp_path, fake_env, monkeypatch, capsys):
-    from helpers import sleepy_task
+    from helpers import SLEEPY
 
     from vlsm_batch.spec.types import Distribution
 
     monkeypatch.setenv("VLSM_TEST_SLEEP", "0.1")
     monkeypatch.setenv("VLSM_TEST_FAIL_DEPTH", "2")
     spec = make_spec(tmp_path, method="grid", trials=None, space={"prompt_depth": Distribution("int", 1, 3)})
-    submit(spec, expand(spec), progress=True, task=sleepy_task)  # stderr is captured: not a terminal
+    submit(spec, expand(spec), progress=True, train=SLEEPY)  # stderr is captured: not a terminal
     lines = capsys.readouterr().err.splitlines()
     finished = [line for line in lines if line.startswith("[")]
     assert [line.split("]")[0] for line in finished] == ["[1/3", "[2/3", "[3/3"]

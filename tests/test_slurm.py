@@ -93,10 +93,11 @@ def test_unknown_profile_is_refused(tmp_path, capsys):
     spec.write_text((GOLDEN / "sbatch_study.yaml").read_text().replace("profile: local", "profile: nosuchsite"))
     os.environ["VLSM_RUNS"] = str(tmp_path / "runs")
     try:
-        assert main(["plan", str(spec), "--sbatch", "--max-array-size", "11"]) == 2
+        assert main(["plan", str(spec), "--sbatch", "--max-array-size", "11"]) == 1  # a spec error, with its line
     finally:
         del os.environ["VLSM_RUNS"]
-    assert "Slurm profile 'nosuchsite' not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Slurm profile 'nosuchsite' not found" in err and f"{spec}:" in err
 
 
 def test_bad_profile_name_has_a_line_number(tmp_path, capsys):
@@ -109,18 +110,19 @@ def test_bad_profile_name_has_a_line_number(tmp_path, capsys):
 
 
 def test_attempts_are_counted_and_capped(tmp_path):
-    from vlsm_batch.jobs.task import TooManyAttemptsError, run_trial_task
+    from vlsm_batch.jobs.task import run_trial_task
     from vlsm_batch.layout import TrialPaths, atomic_write_json
 
     paths = TrialPaths(tmp_path / "trial")
-    atomic_write_json(paths.status, {"state": "running", "attempt": 4, "attempt_base": 2, "max_attempts": 2})
-    with pytest.raises(TooManyAttemptsError):
-        run_trial_task(str(paths.root), "slurm", train=lambda root: {})
+    atomic_write_json(
+        paths.status, {"state": "requeued", "attempt": 4, "attempt_base": 2, "max_attempts": 2, "job_id": "7_0"}
+    )
+    ran = []
+    result = run_trial_task(str(paths.root), "slurm", train=lambda root: ran.append(root), job_id="7_0")
+    assert "skipped" in result and not ran  # the limit refuses the start before training
     st = read_json(paths.status)
-    assert st["state"] == "failed" and st["error"]["class"] == "TooManyAttempts" and st["attempt"] == 4
-    atomic_write_json(paths.status, {"state": "pending", "attempt": 4, "attempt_base": 3, "max_attempts": 2})
-    run_trial_task(str(paths.root), "slurm", train=lambda root: {})
-    assert read_json(paths.status)["state"] == "done" and read_json(paths.status)["attempt"] == 5
+    assert st["state"] == "failed" and st["error"]["class"] == "AttemptLimit" and st["attempt"] == 4
+    assert "VLSM_MAX_ATTEMPTS" in st["error"]["message"] and "timeout_min" in st["error"]["message"]
 
 
 def test_preflight_checks_limits_without_a_real_cluster(tmp_path, monkeypatch):
@@ -131,8 +133,15 @@ def test_preflight_checks_limits_without_a_real_cluster(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "partitions", lambda: {"gpu": cluster.Partition("gpu", "UP", 60, True)})
     monkeypatch.setattr(cluster, "max_submit_jobs", lambda user: 20)
     monkeypatch.setattr(cluster, "node_hosts", lambda: [socket.gethostname()])  # tmp_path is node-local
+    node = cluster.NodeResources("n1", cpus=16, memory_mb=64_000, gpus=2)
+    monkeypatch.setattr(cluster, "node_resources", lambda: [node])
     spec = make_spec(tmp_path, resources=ResourcesSpec(executor="slurm", timeout_min=30, slurm=SlurmSpec("gpu")))
     assert preflight_slurm(spec, 20)["max_array_size"] == 11
+    huge = ResourcesSpec(executor="slurm", mem_gb=512, cpus_per_task=64, gpus_per_task=4, slurm=SlurmSpec("gpu"))
+    with pytest.raises(SubmissionError) as refused:  # what no node can give is refused before anything is written
+        preflight_slurm(make_spec(tmp_path, resources=huge), 1)
+    for what in ("mem_gb 512 exceeds", "cpus_per_task 64 exceeds", "gpus_per_task 4 exceeds"):
+        assert what in str(refused.value)
     with pytest.raises(SubmissionError, match="21 trials exceed MaxSubmitJobs of your association"):
         preflight_slurm(spec, 21)
     long = make_spec(tmp_path, resources=ResourcesSpec(executor="slurm", timeout_min=90, slurm=SlurmSpec("gpu")))
@@ -198,18 +207,21 @@ def slurm_spec(tmp_path, trials=4, throttle=8, timeout_min=5, partition="debug",
 
 
 def _submit(spec, task=None, **kw):
-    from helpers import sleepy_task
+    from helpers import sleepy_train
 
     from vlsm_batch.jobs.submit import submit
+    from vlsm_batch.jobs.task import TrialTask
     from vlsm_batch.trials import expand
 
-    return submit(spec, expand(spec), progress=False, task=task or sleepy_task, **kw)
+    return submit(spec, expand(spec), progress=False, task=task or TrialTask(train=sleepy_train), **kw)
 
 
 def states(spec) -> dict[str, dict]:
     from vlsm_batch.jobs.study import study_states
 
-    return {s.trial.trial_id: s.status for s in study_states(StudyLayout(spec.output_dir), with_metrics=False)}
+    return {
+        s.trial.trial_id: s.status.to_json() for s in study_states(StudyLayout(spec.output_dir), with_metrics=False)
+    }
 
 
 def wait_for(spec, pred, timeout_s=240, poll_s=2.0):
@@ -224,7 +236,7 @@ def wait_for(spec, pred, timeout_s=240, poll_s=2.0):
 
 
 def all_ended(st):
-    return all(s.get("state") in ("done", "failed", "cancelled") for s in st.values())
+    return all(s.get("state") in ("done", "failed", "cancelled", "pruned") for s in st.values())
 
 
 def test_thirty_trials_become_three_rebased_arrays_under_the_throttle(slurm, env):
@@ -254,7 +266,8 @@ def test_thirty_trials_become_three_rebased_arrays_under_the_throttle(slurm, env
     assert again.launched == [] and again.skipped_done == 30
 
 
-def test_scancel_shows_failed_with_reason_cancel_logs_and_retry(slurm, env, monkeypatch, capsys):
+def test_scancel_and_cancel_record_cancelled_and_a_plain_submit_relaunches(slurm, env, monkeypatch, capsys):
+    from vlsm_batch.jobs import store
     from vlsm_batch.jobs.reconcile import reconcile
 
     monkeypatch.setenv("VLSM_TEST_SLEEP", "40")
@@ -263,33 +276,32 @@ def test_scancel_shows_failed_with_reason_cancel_logs_and_retry(slurm, env, monk
     assert len(result.launched) == 3
     st = wait_for(spec, lambda st: all(s.get("state") == "running" for s in st.values()), timeout_s=120)
     killed, cancelled, kept = result.launched
-    subprocess.run(["scancel", st[killed]["job_id"]], check=True, timeout=30)
+    subprocess.run(["scancel", st[killed]["job_id"]], check=True, timeout=30)  # the user's own scancel
     assert main(["cancel", "--study", str(spec.output_dir), "--trial", cancelled[:8]]) == 0
     layout = StudyLayout(spec.output_dir)
-    deadline = time.time() + 60  # scancel: TERM (ignored by submitit), KILL after KillWait
-    while True:
-        raw = {tid: read_json(layout.trial(tid).status) for tid in result.launched}
-        if reconcile(layout, raw, persist=False)[killed]["state"] != "running" or time.time() > deadline:
-            break
-        time.sleep(1)
+    st = wait_for(spec, lambda st: st[killed]["state"] != "running" and st[cancelled]["state"] != "running", 60)
+    assert st[killed]["state"] == "cancelled" and "scancel" in st[killed]["error"]["message"], st[killed]
+    assert st[cancelled]["state"] == "cancelled" and "vlsm-batch cancel" in st[cancelled]["error"]["message"]
+    assert st[kept]["state"] == "running"
+    raw = {tid: store.read(layout.trial(tid)) for tid in result.launched}
     monkeypatch.setenv("VLSM_NO_SACCT", "1")
     without = reconcile(layout, raw, persist=False)
     monkeypatch.delenv("VLSM_NO_SACCT")
     with_sacct = reconcile(layout, raw, persist=False)
-    assert {k: v["state"] for k, v in without.items()} == {k: v["state"] for k, v in with_sacct.items()}
-    assert without[killed]["state"] == "failed" and "CANCELLED" in without[killed]["error"]["message"]
-    assert without[cancelled]["state"] == "cancelled" and without[kept]["state"] == "running"
+    assert {k: v.state for k, v in without.items()} == {k: v.state for k, v in with_sacct.items()}
 
     monkeypatch.setenv("VLSM_TEST_SLEEP", "0.2")
     assert main(["status", "--study", str(spec.output_dir)]) == 0
     out = capsys.readouterr().out
-    assert "1 failed" in out and "CANCELLED" in out
+    assert "cancelled" in out and "failed:" not in out
     assert main(["logs", killed, "--study", str(spec.output_dir), "--tail", "5"]) == 0
     assert "_log.err <==" in capsys.readouterr().out
-    retried = _submit(spec, retry_failed=True)
+    retried = _submit(spec)  # cancelled trials need no --retry-failed; the running one is never relaunched
     assert sorted(retried.launched) == sorted([killed, cancelled])
     st = wait_for(spec, lambda st: st[killed].get("state") == "done" and st[cancelled].get("state") == "done")
     assert main(["cancel", "--study", str(spec.output_dir)]) == 0  # stops the 40 s trial
+    st = wait_for(spec, lambda st: st[kept]["state"] != "running", 60)
+    assert st[kept]["state"] == "cancelled"
 
 
 def _history(spec, tid):
@@ -334,6 +346,7 @@ def test_time_limit_checkpoints_requeues_and_resumes(slurm, env, monkeypatch):
     hist = _history(spec, tid)
     assert [h["epoch"] for h in hist] == list(range(50))
     assert st[tid]["attempt"] >= 2 and st[tid].get("requeue_reason")
+    assert any(e["event"] == "requeue" for e in st[tid]["events"]) and st[tid]["starts"] == st[tid]["attempt"]
 
 
 def test_preflight_refuses_before_anything_is_written(slurm, env):

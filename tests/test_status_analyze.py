@@ -24,7 +24,7 @@ def finished_study(tmp_path_factory):
     mp.setenv("PYTHONPATH", str(TESTS))
     mp.setenv("VLSM_TEST_SLEEP", "0.05")
     mp.setenv("VLSM_TEST_FAIL_DEPTH", "3")
-    from helpers import sleepy_task
+    from helpers import SLEEPY
 
     spec = make_spec(
         tmp,
@@ -33,7 +33,7 @@ def finished_study(tmp_path_factory):
         seeds=(0, 1),
         space={"prompt_depth": Distribution("int", 1, 3), "lr": Distribution("choice", choices=(1e-3, 1e-2))},
     )
-    submit(spec, expand(spec), progress=False, task=sleepy_task)
+    submit(spec, expand(spec), progress=False, train=SLEEPY)
     mp.undo()
     return spec.output_dir
 
@@ -43,7 +43,7 @@ def test_status_table_and_failures(finished_study, capsys):
     out = capsys.readouterr().out
     assert "clipseg-tiny  coop" in out
     header = next(line for line in out.splitlines() if "pending" in line)
-    assert header.split()[:8] == ["model", "strategy", "new", "pending", "running", "done", "failed", "cancelled"]
+    assert header.split()[:7] == ["model", "strategy", "new", "pending", "running", "done", "failed"]
     row = next(line for line in out.splitlines() if line.strip().startswith("clipseg-tiny"))
     assert row.split()[2:8] == ["0", "0", "0", "8", "4", "0"]
     assert "0.2" in row  # best val/dice = 0.1 * depth 2

@@ -11,6 +11,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import SpecError, VlsmBatchError
@@ -109,8 +110,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     expansion = expand(spec)
     _err(f"validated {args.spec}: {len(expansion.trials):,} trials")
+
+    def show_change(change: Any) -> None:
+        if change.summary():
+            _err(change.summary())
+
     result = submit(
-        spec, expansion, retry_failed=args.retry_failed, progress=not args.no_progress, executor=args.executor
+        spec,
+        expansion,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+        executor=args.executor,
+        on_change=show_change,
     )
     skipped = []
     if result.skipped_done:
@@ -132,13 +143,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_OK
     local = result.local
     assert local is not None
-    _out(
-        f"{len(local.done)} done, {len(local.failed)} failed, {len(local.cancelled)} cancelled"
-        f"{skip_text}; study: {result.layout.root}"
-    )
+    parts = [f"{len(local.done)} done", f"{len(local.failed)} failed", f"{len(local.cancelled)} cancelled"]
+    if local.pruned:
+        parts.append(f"{len(local.pruned)} pruned")
+    if local.not_started:
+        parts.append(f"{len(local.not_started)} not started")
+    if local.skipped:
+        parts.append(f"{len(local.skipped)} trained by another process")
+    _out(f"{', '.join(parts)}{skip_text}; study: {result.layout.root}")
+    for problem in local.problems[:5]:
+        _err(f"error: {problem}")
     if local.interrupted:
-        _err("interrupted: run the same submit command again to resume.")
+        _err("interrupted: the running trials were recorded cancelled with their checkpoints; run the same submit "
+             "command again to resume.")  # fmt: skip
         return EXIT_INTERRUPTED
+    if local.problems:
+        return EXIT_FAILED
     if local.failed:
         _err("some trials failed: `vlsm-batch status` shows why.")
         return EXIT_FAILED
@@ -187,10 +207,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run_trial(args: argparse.Namespace) -> int:
+    from .jobs import store
     from .jobs.task import run_trial_task
+    from .layout import TrialPaths
 
-    run_trial_task(args.trial_dir, executor="inline")
-    return EXIT_OK
+    paths = TrialPaths(Path(args.trial_dir))
+    if not paths.config.is_file():
+        raise VlsmBatchError(f"{paths.root} is not a trial folder (no config.json): pass runs/<study>/trials/<id>")
+    try:  # queue it for this process (a failed or cancelled trial is retried; done and running are refused)
+        store.submit(paths, "inline", store.read(paths).spec_version, retry_failed=True)
+    except store.IllegalTransition as exc:
+        raise VlsmBatchError(f"{exc}; nothing was run") from None
+    result = run_trial_task(args.trial_dir, executor="inline")
+    if "skipped" in result:
+        _err(result["skipped"])
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if "cancelled" in result else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,14 @@
 """The only code that knows on-disk names of a study folder, plus atomic writes.
 
 runs/<study>/
-  study.yaml  trials.jsonl  submissions.jsonl  submitit/
-  trials/<id>/config.json status.json metrics.json history.csv checkpoints/ logs/
+  study.yaml (latest spec)  specs/<version>.yaml  spec_versions.jsonl  trials.jsonl  submissions.jsonl
+  study.lock  submitit/
+  trials/<id>/config.json status.json (the trial store's record) record.lock claim.lock metrics.json
+              history.csv checkpoints/ logs/
   analysis/
+
+Files inside a study refer to other files of the study by paths relative to the study folder, so a moved or
+copied study keeps working.
 """
 
 from __future__ import annotations
@@ -120,6 +125,33 @@ class StudyLayout:
     @property
     def submitit(self) -> Path:
         return self.root / "submitit"
+
+    @property
+    def lock(self) -> Path:
+        """The study lock: held by submit and cancel while they change what is queued."""
+        return self.root / "study.lock"
+
+    @property
+    def spec_versions(self) -> Path:
+        """One line per distinct spec text ever submitted (version, time, trials it added)."""
+        return self.root / "spec_versions.jsonl"
+
+    def spec_version_copy(self, version: str) -> Path:
+        return self.root / "specs" / f"{version}.yaml"
+
+    def relative(self, path: Path | str) -> str:
+        """``path`` relative to the study folder when inside it (what records store), else as given."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    def resolve(self, stored: str | None) -> Path | None:
+        """A path as a record stores it (relative to the study, or absolute from older versions)."""
+        if not stored:
+            return None
+        p = Path(stored)
+        return p if p.is_absolute() else self.root / p
 
     @property
     def trials_dir(self) -> Path:

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..jobs.state import PENDING, RUNNING, read_status
+from ..jobs import store
+from ..jobs.store import ACTIVE
 from ..jobs.study import read_manifest
 from ..layout import StudyLayout
 from ..trials import Trial
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 AXES = ("model", "dataset", "strategy", "seed")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SIG, CONFIG = "_sig", "config_id"
 # Columns added from the registries after collection (never cached: a registry edit must show at once).
 DERIVED = ("domain", "towers")
@@ -50,25 +51,22 @@ def signature(layout: StudyLayout, trial_id: str) -> str:
     return f"{_stamp(paths.status)}|{_stamp(paths.metrics)}|v{CACHE_VERSION}"
 
 
-def _statuses(layout: StudyLayout, trials: list[Trial]) -> dict[str, dict[str, Any]]:
-    """Markers merged with Slurm's view of pending/running trials (as ``status`` shows them; nothing written)."""
-    statuses = {t.trial_id: read_status(layout.trial(t.trial_id)) for t in trials}
-    try:
-        from ..jobs.reconcile import reconcile
-    except ImportError:  # a build without the Slurm reconciliation
-        return statuses
-    return reconcile(layout, statuses, persist=False)
+def _statuses(layout: StudyLayout, trials: list[Trial]) -> dict[str, store.TrialRecord]:
+    """Records judged as ``status`` judges them (active ones checked against their process; nothing written)."""
+    from ..jobs.study import study_records
+
+    return study_records(layout, trials, persist=False)
 
 
 def trial_row(
-    layout: StudyLayout, t: Trial, sig: str | None = None, status: dict[str, Any] | None = None
+    layout: StudyLayout, t: Trial, sig: str | None = None, status: store.TrialRecord | None = None
 ) -> dict[str, Any]:
     from ..layout import read_json
 
     paths = layout.trial(t.trial_id)
     sig = signature(layout, t.trial_id) if sig is None else sig
-    status = read_status(paths) if status is None else status
-    state = str(status.get("state", "new"))
+    status = store.read(paths) if status is None else status
+    state = str(status.state)
     row: dict[str, Any] = {
         "trial_id": t.trial_id,
         "model": t.model,
@@ -78,7 +76,8 @@ def trial_row(
         "sample_index": t.sample_index,
         CONFIG: config_id(t),
         "state": state,
-        "error_class": (status.get("error") or {}).get("class") if isinstance(status.get("error"), dict) else None,
+        "error_class": (status.error or {}).get("class") if isinstance(status.error, dict) else None,
+        "spec_version": status.spec_version,
         SIG: sig,
         "dataset_domain": (t.data.get("custom") or {}).get("domain"),  # datasets declared in the spec
     }
@@ -131,7 +130,7 @@ def collect(layout: StudyLayout, use_cache: bool = True, stats: dict[str, int] |
         old = {tid: (sig, state) for tid, sig, state in cached.iter_rows()}
         for t, sig in zip(trials, sigs):
             hit = old.get(t.trial_id)
-            if hit is not None and hit[0] == sig and hit[1] not in (RUNNING, PENDING):
+            if hit is not None and hit[0] == sig and hit[1] not in ACTIVE:
                 keep.add(t.trial_id)
     todo = [(t, sig) for t, sig in zip(trials, sigs) if t.trial_id not in keep]
     statuses = _statuses(layout, [t for t, _ in todo])

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jobs import store
+from ..layout import TrialPaths
 from ..trials import Trial
 
 DEPTH_GAIN = 0.02
@@ -115,10 +117,10 @@ def write_study(
                         u = rng.random()
                         if (model, dataset, strategy) in missing_cells or u < failed:
                             err = {"class": "RuntimeError", "message": "planted failure"}
-                            _write(d / "status.json", {"state": "failed", "error": err})
+                            store.import_record(TrialPaths(d), store.FAILED, executor="slurm", error=err)
                             continue
                         if u < failed + running:
-                            _write(d / "status.json", {"state": "running", "executor": "slurm"})
+                            store.import_record(TrialPaths(d), store.RUNNING, executor="slurm")
                             continue
                         val = y + rng.gauss(0, noise)
                         test = y + rng.gauss(0, noise)
@@ -135,6 +137,6 @@ def write_study(
                             "wall_time_s": 100.0,
                         }
                         _write(d / "metrics.json", metrics)
-                        _write(d / "status.json", {"state": "done", "executor": "slurm"})
+                        store.import_record(TrialPaths(d), store.DONE, executor="slurm")
     (out.root / "trials.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -118,6 +118,32 @@ def max_submit_jobs(user: str) -> int | None:
     return min(limits) if limits else None
 
 
+@dataclass(frozen=True)
+class NodeResources:
+    name: str
+    cpus: int
+    memory_mb: int
+    gpus: int
+
+
+def node_resources() -> list[NodeResources] | None:
+    """CPUs, RealMemory and GPUs (from Gres) of every node, from ``scontrol show node -o``."""
+    text = slurm_cmd(["scontrol", "show", "node", "-o"])
+    if text is None:
+        return None
+    out = []
+    for line in text.splitlines():
+        kv = _key_values(line)
+        if "NodeName" not in kv:
+            continue
+        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,()]+)?:(\d+)", kv.get("Gres", "")))
+        try:
+            out.append(NodeResources(kv["NodeName"], int(kv.get("CPUTot", 0)), int(kv.get("RealMemory", 0)), gpus))
+        except ValueError:
+            continue
+    return out
+
+
 def node_hosts() -> list[str] | None:
     text = slurm_cmd(["sinfo", "-h", "-N", "-o", "%N"])
     return None if text is None else sorted(set(text.split()))

@@ -1,25 +1,37 @@
-"""Run trials on this machine through submitit's LocalExecutor, at most ``max_parallel`` at a time.
+"""Run trials on this machine, one worker process each, at most ``max_parallel`` at a time.
 
-submitit's LocalExecutor starts every submitted job at once, so this module keeps its own queue and only
-submits a trial when a slot is free. Ctrl-C cancels the running trials and marks them ``cancelled``: the
-same ``submit`` command resumes the study.
+Each worker (``python -m vlsm_batch.jobs.worker``) claims its trial and records its own outcome through the
+trial store; this launcher only decides when to start one and what to record when a worker could not.
+Before each launch it re-reads the trial's record (``assign`` refuses a trial that was cancelled meanwhile), so
+``vlsm-batch cancel`` stops pending trials before they start.
+
+Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops launching, lets every running worker
+record ``cancelled`` with its checkpoints kept (a second Ctrl-C kills them at once, recorded the same), leaves
+the trials not started yet ``pending``, and returns: the same ``submit`` command resumes the study.
+
+Workers are plain subprocesses rather than submitit's LocalExecutor: its controller SIGKILLs a task one second
+after SIGINT, before a trial inside a long forward pass can record anything, and it starts every job at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from ..layout import TrialPaths, read_json
-from .state import CANCELLED, DONE, FAILED, RUNNING, now_iso, read_status, write_status
-from .task import run_trial_task
+from ..layout import TrialPaths
+from . import store
+from .store import CANCELLED, DONE, FAILED, PENDING, PRUNED, RUNNING, IllegalTransition, now_iso
 
-TaskFn = Callable[..., Any]
+STOP_GRACE_S = 60.0  # after Ctrl-C: how long running trials get to record their state before they are killed
 
 
 @dataclass
@@ -27,23 +39,87 @@ class LocalOutcome:
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)  # still pending (interrupted, disk full)
+    skipped: list[str] = field(default_factory=list)  # another process trains it
     interrupted: bool = False
+    problems: list[str] = field(default_factory=list)
 
 
-def _finish(paths: TrialPaths, outcome: LocalOutcome) -> str:
-    """Classify a finished job by its status marker; a job that died without one is failed (lost)."""
-    status = read_status(paths)
-    state = status.get("state")
-    if state in (RUNNING, "pending", "new"):
-        write_status(
-            paths,
-            FAILED,
-            ended_at=now_iso(),
-            error={"class": "LostProcess", "message": "the trial process ended without recording a result"},
-        )
-        state = FAILED
-    {DONE: outcome.done, CANCELLED: outcome.cancelled}.get(state, outcome.failed).append(paths.root.name)
-    return str(state)
+@dataclass
+class _Running:
+    paths: TrialPaths
+    job_id: str
+    proc: subprocess.Popen[bytes]
+    started: float
+    gpu: int | None
+    files: list[IO[bytes]]
+    timed_out: bool = False
+
+
+def _open_logs(paths: TrialPaths, job_id: str) -> list[IO[bytes]]:
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}"
+    out = open(paths.logs / f"{stem}_log.out", "ab")  # noqa: SIM115 - closed when the worker ends
+    try:
+        err = open(paths.logs / f"{stem}_log.err", "ab")  # noqa: SIM115
+    except BaseException:
+        out.close()
+        raise
+    return [out, err]
+
+
+def _spawn(paths: TrialPaths, job_id: str, gpu: int | None, train: str | None, threads: int) -> _Running:
+    files = _open_logs(paths, job_id)
+    env = {**os.environ, "VLSM_LOCAL_JOB_ID": job_id}
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    elif "CUDA_VISIBLE_DEVICES" not in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # one GPU per trial or none: never a silent share of every GPU
+    cmd = [sys.executable, "-m", "vlsm_batch.jobs.worker", str(paths.root), "--job-id", job_id]
+    if train:
+        cmd += ["--train", train]
+    try:
+        proc = subprocess.Popen(cmd, stdout=files[0], stderr=files[1], stdin=subprocess.DEVNULL, env=env)
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
+    return _Running(paths, job_id, proc, time.monotonic(), gpu, files)
+
+
+def _settle(run: _Running, interrupted: bool) -> store.State:
+    """The trial's state once its worker ended; writes what the worker could not (it died, or never started)."""
+    for f in run.files:
+        with contextlib.suppress(OSError):
+            f.close()
+    record = store.read(run.paths)
+    if record.job_id != run.job_id or record.state not in (PENDING, RUNNING):
+        return record.state
+    code = run.proc.returncode
+    try:
+        if interrupted or (code is not None and code < 0 and record.stop_request):
+            store.transition(
+                run.paths, "cancel", by="Ctrl-C", expect_job=run.job_id, ended_at=now_iso(),
+                error={"class": "Cancelled", "message": "stopped by Ctrl-C before it could record its state"},
+            )  # fmt: skip
+        elif record.state == PENDING and code == 0:
+            return PENDING  # the worker found another process training it and left it alone
+        else:
+            what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            message = (
+                f"the trial's process ended ({what}) without recording a result"
+                + (" before it started" if record.state == PENDING else "")
+                + "; `vlsm-batch logs TRIAL` shows its last lines"
+            )
+            store.transition(
+                run.paths, "fail", expect_job=run.job_id, ended_at=now_iso(),
+                error={"class": "LostProcess", "message": message},
+            )  # fmt: skip
+    except (IllegalTransition, OSError):
+        pass
+    return store.read(run.paths).state
 
 
 def run_local(
@@ -51,78 +127,122 @@ def run_local(
     max_parallel: int,
     timeout_min: int,
     gpus: list[int] | None = None,
-    task: TaskFn = run_trial_task,
+    train: str | None = None,
     progress: bool = True,
     poll_s: float = 0.2,
 ) -> LocalOutcome:
-    """Run every trial to completion (blocking), ``max_parallel`` at once, with a progress bar."""
-    import os
-
-    import submitit
+    """Run every pending trial of ``trial_dirs`` to an end (blocking), ``max_parallel`` at once."""
     from tqdm import tqdm
-
-    # Trials inherit this environment: share the cores instead of oversubscribing them.
-    if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(max_parallel, 1)))
 
     if gpus:
         max_parallel = min(max_parallel, len(gpus))  # one GPU per running trial, never a silent CPU slot
-    queue = deque(trial_dirs)
-    running: dict[str, tuple[Any, TrialPaths, int | None]] = {}
+    threads = max(1, (os.cpu_count() or 1) // max(max_parallel, 1))  # share the cores, do not oversubscribe
+    queue = deque(TrialPaths(Path(d)) for d in trial_dirs)
+    running: dict[str, _Running] = {}
     free_gpus = list(gpus or [])
     outcome = LocalOutcome()
-    # A bar on a terminal; in a log file (nohup, CI, a batch job) one plain line per finished trial instead of
-    # carriage-return redraws.
     tty = progress and sys.stderr.isatty()
     bar = tqdm(total=len(trial_dirs), unit="trial", disable=not tty, file=sys.stderr, dynamic_ncols=True)
-    finished = 0
+    total, finished = len(trial_dirs), 0
+    stop_launching = False
 
-    def postfix() -> None:
+    def report(tid: str, state: store.State) -> None:
+        nonlocal finished
+        lists = {DONE: outcome.done, CANCELLED: outcome.cancelled, PRUNED: outcome.pruned, PENDING: outcome.skipped}
+        lists.get(state, outcome.failed).append(tid)
+        finished += 1
+        bar.update(1)
+        why = " (vlsm-batch status shows why)" if state == FAILED else ""
+        if tty and state == FAILED:
+            bar.write(f"  trial {tid} failed{why}")
+        elif progress and not tty:
+            print(f"[{finished}/{total}] trial {tid} {state}{why}", file=sys.stderr, flush=True)
         bar.set_postfix(running=len(running), failed=len(outcome.failed), refresh=False)
+
+    def launch(paths: TrialPaths) -> bool:
+        nonlocal stop_launching
+        job_id = f"local-{uuid.uuid4().hex[:10]}"
+        try:
+            store.assign(paths, job_id, executor="local", host=None, pid=None)
+        except IllegalTransition as exc:  # cancelled (or otherwise taken) since submit queued it
+            report(paths.root.name, exc.state)
+            return False
+        gpu = free_gpus.pop(0) if free_gpus else None
+        try:
+            running[paths.root.name] = _spawn(paths, job_id, gpu, train, threads)
+        except OSError as exc:
+            if gpu is not None:
+                free_gpus.append(gpu)
+            error = store.error_record(exc)
+            outcome.problems.append(f"trial {paths.root.name} not started: {error['message']}")
+            outcome.not_started.append(paths.root.name)
+            stop_launching = store.disk_full_cause(exc) is not None  # the next launch would fail the same way
+            return False
+        return True
 
     try:
         while queue or running:
-            while queue and len(running) < max_parallel:
-                paths = TrialPaths(Path(queue.popleft()))
-                gpu = free_gpus.pop(0) if free_gpus else None
-                executor = submitit.LocalExecutor(folder=paths.logs)
-                executor.update_parameters(
-                    timeout_min=timeout_min,
-                    gpus_per_node=1 if gpu is not None else 0,
-                    visible_gpus=(gpu,) if gpu is not None else (),
-                )
-                job = executor.submit(task, str(paths.root), "local")
-                running[paths.root.name] = (job, paths, gpu)
-                postfix()
-                bar.refresh()
-            for tid, (job, paths, gpu) in list(running.items()):
-                if job.done():
+            while queue and len(running) < max_parallel and not stop_launching:
+                launch(queue.popleft())
+            for tid, run in list(running.items()):
+                if run.proc.poll() is not None:
                     del running[tid]
-                    if gpu is not None:
-                        free_gpus.append(gpu)
-                    state = _finish(paths, outcome)
-                    finished += 1
-                    bar.update(1)
-                    if state == FAILED and tty:
-                        bar.write(f"  trial {tid} failed (vlsm-batch status shows why)")
-                    elif progress and not tty:
-                        why = " (vlsm-batch status shows why)" if state == FAILED else ""
-                        print(f"[{finished}/{len(trial_dirs)}] trial {tid} {state}{why}", file=sys.stderr, flush=True)
-                    postfix()
+                    if run.gpu is not None:
+                        free_gpus.append(run.gpu)
+                    report(tid, _settle(run, interrupted=False))
+                elif timeout_min and not run.timed_out and time.monotonic() - run.started > timeout_min * 60:
+                    run.timed_out = True
+                    _request_stop(run, {"by": f"the local time limit (timeout_min={timeout_min})", "kind": "timeout"})
+            if stop_launching and not running:
+                outcome.not_started += [p.root.name for p in queue]
+                queue.clear()
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
         outcome.interrupted = True
-        for job, _paths, _gpu in running.values():
-            job.cancel()
-        deadline = time.time() + 15
-        for job, paths, _gpu in running.values():
-            while not job.done() and time.time() < deadline:
-                time.sleep(0.1)
-            raw = read_json(paths.status) or {}  # not read_status: a dead pid here means we stopped it
-            if raw.get("state") in (RUNNING, "pending", None):
-                write_status(paths, CANCELLED, ended_at=now_iso(), error={"class": "KeyboardInterrupt"})
-            outcome.cancelled.append(paths.root.name)
+        outcome.not_started += [p.root.name for p in queue]
+        _stop_all(running, outcome, report)
     finally:
         bar.close()
     return outcome
+
+
+def _request_stop(run: _Running, request: dict[str, Any]) -> None:
+    with contextlib.suppress(IllegalTransition, OSError):
+        store.transition(run.paths, "stop_request", stop_request={**request, "at": now_iso()})
+    with contextlib.suppress(ProcessLookupError):
+        run.proc.send_signal(signal.SIGTERM)
+
+
+def _stop_all(running: dict[str, _Running], outcome: LocalOutcome, report: Any) -> None:
+    """After Ctrl-C: every worker records its own cancellation; a second Ctrl-C (or the grace time) kills them."""
+    force = False
+
+    def again(signum: int, frame: Any) -> None:
+        nonlocal force
+        force = True
+
+    previous = signal.signal(signal.SIGINT, again)
+    try:
+        if running:
+            print(
+                f"\nstopping {len(running)} running trial(s): they record their state and keep their checkpoints "
+                "(Ctrl-C again to kill them now)",
+                file=sys.stderr,
+                flush=True,
+            )
+        for run in running.values():  # the terminal signalled the whole group; a `kill -INT` reached only us
+            with contextlib.suppress(ProcessLookupError):
+                run.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(r.proc.poll() is None for r in running.values()) and not force and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for run in running.values():
+            if run.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    run.proc.kill()
+                run.proc.wait()
+        for tid, run in running.items():
+            report(tid, _settle(run, interrupted=True))
+    finally:
+        signal.signal(signal.SIGINT, previous)

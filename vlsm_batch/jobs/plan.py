@@ -10,7 +10,7 @@ from ..layout import StudyLayout
 from ..spec.types import StudySpec
 from ..textable import render
 from ..trials import Expansion
-from .state import DONE, FAILED, NEW, read_status
+from .store import DONE, FAILED, NEW, read
 
 
 @dataclass
@@ -52,7 +52,7 @@ def make_plan(spec: StudySpec, expansion: Expansion) -> Plan:
         counts: Counter[str] = Counter()
         if layout.exists():
             for t in cell.trials:
-                counts[read_status(layout.trial(t.trial_id)).get("state", NEW)] += 1
+                counts[str(read(layout.trial(t.trial_id)).state)] += 1
         else:
             counts[NEW] = len(cell.trials)
         other = len(cell.trials) - counts[NEW] - counts[DONE] - counts[FAILED]

@@ -26,9 +26,8 @@ from typing import Any
 from ..errors import SubmissionError
 from ..layout import StudyLayout
 from ..spec.types import StudySpec
-from . import cluster
+from . import cluster, store
 from .profiles import SlurmOptions, resolve_options
-from .state import PENDING, now_iso, write_status
 
 DEFAULT_MAX_ATTEMPTS = 5  # starts of one trial per submission (first run + requeues)
 NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
@@ -169,6 +168,7 @@ def preflight_slurm(spec: StudySpec, n_trials: int | None = None) -> dict[str, A
                 f"{part.max_time_min} min"
             )
     problems += _folder_problems(spec.output_dir)
+    problems += _node_problems(spec)
     if n_trials is not None:
         limits = []
         user_limit = cluster.max_submit_jobs(getpass.getuser())
@@ -184,6 +184,26 @@ def preflight_slurm(spec: StudySpec, n_trials: int | None = None) -> dict[str, A
             "Slurm preflight failed, nothing was submitted:\n" + "\n".join(f"  {p}" for p in problems)
         )
     return {"max_array_size": cluster.max_array_size(conf), "partition": part.name if part else None}
+
+
+def _node_problems(spec: StudySpec) -> list[str]:
+    """What no node of the cluster can give one task (memory, CPUs, GPUs): sbatch would refuse or queue forever."""
+    nodes = cluster.node_resources()
+    if not nodes:
+        return []
+    res, problems = spec.resources, []
+    mem_mb = max(n.memory_mb for n in nodes)
+    if res.mem_gb * 1024 > mem_mb:
+        problems.append(
+            f"resources.mem_gb {res.mem_gb} exceeds the largest node's memory ({mem_mb / 1024:.1f} GB); lower it"
+        )
+    cpus = max(n.cpus for n in nodes)
+    if res.cpus_per_task > cpus:
+        problems.append(f"resources.cpus_per_task {res.cpus_per_task} exceeds the largest node's {cpus} CPUs")
+    gpus = max(n.gpus for n in nodes)
+    if res.gpus_per_task and res.gpus_per_task > gpus:
+        problems.append(f"resources.gpus_per_task {res.gpus_per_task} exceeds the largest node's {gpus} GPUs")
+    return problems
 
 
 def _folder_problems(folder: Path) -> list[str]:
@@ -253,27 +273,17 @@ def submit_slurm(
         array_ids.append(jobs[0].job_id.split("_")[0])
         for d, job in zip(dirs, jobs):
             paths = layout.trial(d.name)
-            status = _read(paths)
-            write_status(
-                paths,
-                PENDING,
-                durable=False,
-                executor="slurm",
-                job_id=job.job_id,
-                submitted_at=now_iso(),
-                error=None,
-                ended_at=None,
-                slurm_state=None,
-                max_attempts=cap,
-                attempt_base=int(status.get("attempt", 0)),
-                log_out=str(layout.submitit / job.job_id / f"{job.job_id}_0_log.out"),
-                log_err=str(layout.submitit / job.job_id / f"{job.job_id}_0_log.err"),
-            )
+            folder = layout.submitit / job.job_id
+            try:
+                store.assign(
+                    paths,
+                    job.job_id,
+                    executor="slurm",
+                    log_out=layout.relative(folder / f"{job.job_id}_0_log.out"),
+                    log_err=layout.relative(folder / f"{job.job_id}_0_log.err"),
+                )
+            except store.IllegalTransition:  # the task started before its job id was written: it recorded it
+                if store.read(paths).job_id != job.job_id:  # cancelled meanwhile: this queue entry must not run
+                    cluster.slurm_cmd(["scancel", job.job_id], timeout_s=30)
             job_ids.append(job.job_id)
     return job_ids
-
-
-def _read(paths: Any) -> dict[str, Any]:
-    from ..layout import read_json
-
-    return read_json(paths.status) or {}

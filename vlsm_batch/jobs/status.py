@@ -4,32 +4,22 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..layout import StudyLayout
 from ..textable import render
-from .state import CANCELLED, DONE, FAILED, NEW, PENDING, RUNNING, tail_lines
-from .study import TrialState, study_states
+from .logs import error_log, tail_lines, trial_log_files
+from .store import FAILED, NEW, PENDING, REQUEUED, RUNNING, STATES
+from .study import TrialView, spec_history, study_states
 
-COLUMNS = (NEW, PENDING, RUNNING, DONE, FAILED, CANCELLED)
-
-
-def trial_logs(layout: StudyLayout, state: TrialState) -> list[Path]:
-    """Log files of a trial: its own folder (local runs) or the submitit folder of its Slurm job."""
-    paths = layout.trial(state.trial.trial_id).log_files()
-    job_id = state.status.get("job_id")
-    if state.status.get("executor") == "slurm" and job_id:
-        folder = layout.submitit / str(job_id)
-        if folder.is_dir():
-            paths += sorted(folder.glob("*_log.*"), key=lambda p: p.stat().st_mtime)
-    return paths
+COLUMNS = tuple(str(s) for s in STATES)
+ALWAYS_SHOWN = ("new", "pending", "running", "done", "failed")
 
 
 @dataclass
 class StudyStatus:
     layout: StudyLayout
-    states: list[TrialState]
+    states: list[TrialView]
     objective: dict[str, str]
 
     def counts(self) -> dict[tuple[str, str], dict[str, int]]:
@@ -57,10 +47,8 @@ class StudyStatus:
         for s in self.states:
             if s.state != FAILED:
                 continue
-            err = s.status.get("error") or {}
-            logs = trial_logs(self.layout, s)
-            err_logs = [p for p in logs if p.name.endswith(".err")] or logs
-            log = err_logs[-1] if err_logs else None
+            err = s.status.error or {}
+            log = error_log(trial_log_files(self.layout, s.trial.trial_id, s.status))
             tail = tail_lines(log, n_lines) if log else list(err.get("traceback_tail") or [])[-n_lines:]
             out.append(
                 {
@@ -68,7 +56,7 @@ class StudyStatus:
                     "cell": f"{s.trial.model}/{s.trial.dataset}/{s.trial.strategy}",
                     "error_class": err.get("class", "unknown"),
                     "message": err.get("message", ""),
-                    "attempt": s.status.get("attempt"),
+                    "attempt": s.status.attempt,
                     "log": str(log) if log else None,
                     "log_tail": tail,
                 }
@@ -82,8 +70,13 @@ class StudyStatus:
         totals = dict.fromkeys(COLUMNS, 0)
         for s in self.states:
             totals[s.state if s.state in COLUMNS else NEW] += 1
+        versions = spec_history(self.layout)
         return {
             "study": str(self.layout.root),
+            "spec_versions": [
+                {"version": v.get("version"), "time": v.get("time"), "added_trials": len(v.get("added_trials") or [])}
+                for v in versions
+            ],
             "n_trials": len(self.states),
             "objective": self.objective,
             "totals": totals,
@@ -97,8 +90,16 @@ class StudyStatus:
                     "dataset": s.trial.dataset,
                     "strategy": s.trial.strategy,
                     "state": s.state,
-                    "job_id": s.status.get("job_id"),
-                    "slurm_state": s.status.get("slurm_state"),
+                    "attempt": s.status.attempt,
+                    "starts": s.status.starts,
+                    "epoch": s.status.epoch,
+                    "executor": s.status.executor,
+                    "job_id": s.status.job_id,
+                    "host": s.status.host,
+                    "slurm_state": s.status.slurm_state,
+                    "spec_version": s.status.spec_version,
+                    "error_class": (s.status.error or {}).get("class"),
+                    "requeue_reason": s.status.requeue_reason,
                     "objective": (s.metrics or {}).get(self.objective.get("metric", "")),
                 }
                 for s in self.states
@@ -116,16 +117,30 @@ def format_status(st: StudyStatus) -> str:
     d = st.as_dict()
     metric = st.objective.get("metric", "")
     lines = [f"study {st.layout.root}: {d['n_trials']} trials"]
-    rows = [[g["model"], g["strategy"], *(g[c] for c in COLUMNS), g["best"]] for g in d["groups"]]
+    shown = [c for c in COLUMNS if c in ALWAYS_SHOWN or d["totals"][c]]  # rare states only when present
+    rows = [[g["model"], g["strategy"], *(g[c] for c in shown), g["best"]] for g in d["groups"]]
     if len(rows) > 1:
         t = d["totals"]
-        rows.append(["total", "", *(t[c] for c in COLUMNS), d["best"]])
-    lines.append(render(["model", "strategy", *COLUMNS, f"best {metric}"], rows))
+        rows.append(["total", "", *(t[c] for c in shown), d["best"]])
+    lines.append(render(["model", "strategy", *shown, f"best {metric}"], rows))
     queued = Counter(
-        s.status["slurm_state"] for s in st.states if s.state in (PENDING, RUNNING) and s.status.get("slurm_state")
+        s.status.slurm_state for s in st.states if s.state in (PENDING, RUNNING, REQUEUED) and s.status.slurm_state
     )
     if queued:
         lines.append("Slurm: " + ", ".join(f"{n} {what}" for what, n in queued.most_common()))
+    requeued = [s for s in st.states if s.state == REQUEUED]
+    if requeued:
+        lines.append(
+            f"{len(requeued)} requeued (stopped by Slurm with their checkpoints; they resume when Slurm runs them "
+            f"again), e.g. {requeued[0].trial.trial_id}: {requeued[0].status.requeue_reason or 'requeued'}"
+        )
+    versions = Counter(s.status.spec_version for s in st.states if s.status.spec_version)
+    if len(versions) > 1:
+        lines.append(
+            "trials by spec version: "
+            + ", ".join(f"{v} {n}" for v, n in sorted(versions.items()))
+            + " (the spec changed between submissions; `status --json` lists each trial's version)"
+        )
     failures = d["failures"]
     if failures:
         lines.append(f"\n{len(failures)} failed:")

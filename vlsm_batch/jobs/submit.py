@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import SubmissionError
@@ -12,10 +11,11 @@ from ..layout import StudyLayout
 from ..spec.types import StudySpec
 from ..trials import Expansion, Trial
 from ..trials.expand import dataset_info, trial_prompt_key
+from . import store
 from .executor import choose_executor, visible_gpu_ids
 from .local import LocalOutcome, run_local
-from .state import CANCELLED, FAILED, NEW, PENDING, read_status
-from .study import log_submission, mark_pending, write_study
+from .store import CANCELLED, DONE, FAILED, NEW, PENDING, PRUNED, TrialRecord
+from .study import SpecChange, describe_change, log_submission, spec_version, study_lock, study_records, write_study
 
 
 @dataclass
@@ -28,6 +28,7 @@ class SubmitResult:
     skipped_active: int = 0
     job_ids: list[str] = field(default_factory=list)
     local: LocalOutcome | None = None
+    change: SpecChange | None = None
 
 
 def refuse_unsupported(expansion: Expansion) -> None:
@@ -48,16 +49,14 @@ def refuse_unsupported(expansion: Expansion) -> None:
 
 def preflight_data(spec: StudySpec) -> None:
     """The cheap part of ``vlsm-batch data verify`` for every dataset of the spec: folder, annotations, per-split
-    counts, prompts, every named file present (no decoding). The synthetic dataset is generated here if missing."""
+    counts, prompts, every named file present (no decoding). Writes nothing (the synthetic dataset is generated
+    later, once every check has passed: :func:`prepare_generated_data`)."""
     from ..datasets.verify import ERROR, verify_dataset
 
     problems = []
     for name in spec.datasets:
         info = dataset_info(spec, name)
         if info.generated:
-            from ..datasets.synthetic import ensure_synthetic
-
-            ensure_synthetic(spec.data_root)
             continue
         prompt_key = trial_prompt_key(spec, name)
         report = verify_dataset(info, spec.data_root / info.folder, quick=True, prompt_key=prompt_key)
@@ -71,24 +70,41 @@ def preflight_data(spec: StudySpec) -> None:
         )
 
 
-def select_to_launch(layout: StudyLayout, trials: list[Trial], retry_failed: bool, result: SubmitResult) -> list[Trial]:
-    """New, never-started and cancelled trials; failed ones only with --retry-failed."""
-    from .reconcile import reconcile
+def prepare_generated_data(spec: StudySpec) -> None:
+    """Generate the synthetic dataset where the spec uses it and it is missing."""
+    for name in spec.datasets:
+        if dataset_info(spec, name).generated:
+            from ..datasets.synthetic import ensure_synthetic
 
+            ensure_synthetic(spec.data_root)
+            return
+
+
+def launchable(record: TrialRecord, retry_failed: bool) -> bool:
+    """New, cancelled, and pending-but-not-queued trials; failed ones only with ``retry_failed``.
+
+    Never a trial that is running, requeued or queued on Slurm, and never a done or pruned one.
+    """
+    if record.state in (NEW, CANCELLED):
+        return True
+    if record.state == PENDING:
+        return not (record.executor == "slurm" and record.job_id)
+    return record.state == FAILED and retry_failed
+
+
+def select_to_launch(
+    layout: StudyLayout, trials: list[Trial], retry_failed: bool, result: SubmitResult, persist: bool = True
+) -> list[Trial]:
+    """The trials this submission launches (see :func:`launchable`), counting the others in ``result``."""
+    records = study_records(layout, trials, persist=persist)
     chosen = []
-    statuses = reconcile(layout, {t.trial_id: read_status(layout.trial(t.trial_id)) for t in trials})
     for t in trials:
-        status = statuses[t.trial_id]
-        state = status.get("state")
-        queued_on_slurm = state == PENDING and status.get("executor") == "slurm" and status.get("job_id")
-        if state in (NEW, CANCELLED) or (state == PENDING and not queued_on_slurm):
+        record = records[t.trial_id]
+        if launchable(record, retry_failed):
             chosen.append(t)
-        elif state == FAILED:
-            if retry_failed:
-                chosen.append(t)
-            else:
-                result.skipped_failed += 1
-        elif state == "done":
+        elif record.state == FAILED:
+            result.skipped_failed += 1
+        elif record.state in (DONE, PRUNED):
             result.skipped_done += 1
         else:
             result.skipped_active += 1
@@ -102,46 +118,80 @@ def submit(
     progress: bool = True,
     executor: str | None = None,
     task: Callable[..., Any] | None = None,
+    train: str | None = None,
+    on_change: Callable[[SpecChange], None] | None = None,
 ) -> SubmitResult:
-    """Validate-expand-write-launch. Local execution blocks until the trials end; Slurm returns at once."""
+    """Check everything, then (under the study lock) write the study and launch what is not done yet.
+
+    Local execution blocks until the trials end; Slurm returns once the arrays are queued. ``task`` (Slurm) and
+    ``train`` (local, ``module:function``) replace the real training in tests. ``on_change`` sees what the
+    submission changes (new spec version, added trials) before anything is written.
+    """
     refuse_unsupported(expansion)
     chosen_executor = choose_executor(executor or spec.resources.executor)
     preflight_data(spec)
     trials = expansion.runnable
+    layout = StudyLayout(spec.output_dir)
     facts: dict[str, Any] = {}
     if chosen_executor == "slurm":  # before anything is written: what Slurm would refuse, refuse now
         from .slurm import preflight_slurm
 
-        probe = SubmitResult(StudyLayout(spec.output_dir), chosen_executor)
-        facts = preflight_slurm(spec, len(select_to_launch(probe.layout, trials, retry_failed, probe)))
-    layout = write_study(spec, trials)
-    result = SubmitResult(layout, chosen_executor)
-    to_launch = select_to_launch(layout, trials, retry_failed, result)
-    if not to_launch:
-        return result
-    ids = [t.trial_id for t in to_launch]
-    dirs = [layout.trial(tid).root for tid in ids]
-    result.launched = ids
-    if chosen_executor != "slurm":  # Slurm trials get their pending marker with the job id, chunk by chunk
-        mark_pending(layout, ids, chosen_executor)
-    if chosen_executor == "slurm":
-        from .slurm import submit_slurm
+        probe = SubmitResult(layout, chosen_executor)
+        n = (
+            len(select_to_launch(layout, trials, retry_failed, probe, persist=False))
+            if layout.exists()
+            else len(trials)
+        )
+        facts = preflight_slurm(spec, n)
+    change = describe_change(layout, spec, trials)
+    if on_change is not None:
+        on_change(change)
+    lock = study_lock(layout, what=f"vlsm-batch submit ({chosen_executor})")
+    assert lock is not None
+    try:
+        from ..spec.places import output_dir_problem
 
-        try:
-            result.job_ids = submit_slurm(spec, layout, dirs, task=task, max_array_size=facts["max_array_size"])
-        finally:  # also after a partial failure: what did reach Slurm is on record
-            jobs = {tid: read_status(layout.trial(tid)).get("job_id") for tid in ids}
-            done = [tid for tid in ids if jobs[tid]]
-            if done:
-                log_submission(layout, spec, chosen_executor, done, [str(jobs[tid]) for tid in done])
+        problem = output_dir_problem(spec.output_dir, spec.study)  # again, now that no other submit can change it
+        if problem:
+            raise SubmissionError(problem)
+        prepare_generated_data(spec)
+        write_study(spec, trials)
+        result = SubmitResult(layout, chosen_executor, change=change)
+        to_launch = select_to_launch(layout, trials, retry_failed, result)
+        if not to_launch:
+            return result
+        ids = [t.trial_id for t in to_launch]
+        result.launched = ids
+        version = spec_version(spec)
+        cap = None
+        if chosen_executor == "slurm":
+            from .slurm import max_attempts
+
+            cap = max_attempts()
+        for tid in ids:
+            store.submit(layout.trial(tid), chosen_executor, version, retry_failed=retry_failed, max_attempts=cap)
+        dirs = [layout.trial(tid).root for tid in ids]
+        if chosen_executor == "slurm":
+            from .slurm import submit_slurm
+
+            try:
+                result.job_ids = submit_slurm(spec, layout, dirs, task=task, max_array_size=facts["max_array_size"])
+            finally:  # also after a partial failure: what did reach Slurm is on record
+                jobs = {tid: store.read(layout.trial(tid)).job_id for tid in ids}
+                done = [tid for tid in ids if jobs[tid]]
+                if done:
+                    log_submission(layout, spec, chosen_executor, done, [str(jobs[tid]) for tid in done])
+            return result
+        log_submission(layout, spec, chosen_executor, ids, [])
+        lock.write_info(mode="local-run", trials=len(ids))  # a second submit now refuses at once
+        result.local = run_local(
+            dirs,
+            max_parallel=spec.resources.max_parallel,
+            timeout_min=spec.resources.timeout_min,
+            gpus=visible_gpu_ids()[: spec.resources.max_parallel * max(spec.resources.gpus_per_task, 0)],
+            progress=progress,
+            train=train,
+        )
         return result
-    log_submission(layout, spec, chosen_executor, ids, [])
-    result.local = run_local(
-        [Path(d) for d in dirs],
-        max_parallel=spec.resources.max_parallel,
-        timeout_min=spec.resources.timeout_min,
-        gpus=visible_gpu_ids()[: spec.resources.max_parallel * max(spec.resources.gpus_per_task, 0)],
-        progress=progress,
-        **({"task": task} if task is not None else {}),
-    )
-    return result
+    finally:
+        lock.release()
