@@ -1,9 +1,11 @@
 """CRIS (CLIP RN50 + FPN neck + vision-language decoder + projector, reference §4.2) with prompt learners.
 
 The backbone is open_clip's RN50 (QuickGELU, as OpenAI's weights need) built for 416 px; its attention pool is run
-*spatially* here (every position is a query, not only the mean token) plus CRIS's 1x1 conv + BN ``connect``
-residual and a ReLU, which gives C5 (1024 x 13 x 13). C3 = layer2, C4 = layer3. The text tower is run here too so
-that prompt tokens can enter:
+*spatially*, as CRIS's ``AttentionPool2d`` does: the 13 x 13 layer4 tokens, each plus its own row of the position
+table (rows 1.., the grid resized to the feature map), are the queries, keys and values of one multi-head attention
+with CLIP's q/k/v projections and ``c_proj``; there is no mean (class) token and position row 0 is unused (CRIS
+comments CLIP's mean token out). CRIS's 1x1 conv + BN ``connect`` residual and a ReLU follow, which gives C5
+(1024 x 13 x 13). C3 = layer2, C4 = layer3. The text tower is run here too so that prompt tokens can enter:
 
 * prompt tokens after BOS, positions added after insertion, causal + key-padding mask over L + n tokens;
 * depth semantics as for CLIPSeg: fresh tokens at the input of text layers 1..d (``context[k]`` enters layer k+1,
@@ -22,8 +24,9 @@ dropout 0 as the prompt-tuning configs did.
 
 Weights (``weights:`` in the spec): a local CRIS checkpoint (``.pth``/``.pt``/``.ckpt``; a plain state dict or one
 nested under ``state_dict``/``model``; prefixes ``module.``/``model.``/``net.`` stripped), loaded strictly. A
-checkpoint without ``backbone.*`` keys takes the backbone from an OpenAI CLIP RN50 file: ``$VLSM_CLIP_RN50`` or
-``RN50.pt`` next to the checkpoint. The attention pool's 7x7 position grid of OpenAI/CRIS files is resized
+checkpoint without ``backbone.*`` keys takes the backbone from a CLIP RN50 state dict: ``$VLSM_CLIP_RN50``, or
+``RN50.safetensors`` / ``RN50.pt`` next to the checkpoint (OpenAI's TorchScript ``RN50.pt`` must be converted once,
+see :func:`clip_rn50_state`). The attention pool's 7x7 position grid of OpenAI/CRIS files is resized
 bicubically to 13x13 once at load (CRIS resized it on every forward; the result is the same).
 """
 
@@ -54,6 +57,18 @@ _POS_KEY = "visual.attnpool.positional_embedding"
 _CLIP_META = ("input_resolution", "context_length", "vocab_size")
 
 
+def _grid_positions(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The (h*w, C) spatial rows of the pool's position table. Row 0 (CLIP's class-token position) is unused, as in
+    CRIS; a square grid of another size is resized bicubically (``align_corners=False``), as CRIS does per forward."""
+    grid = pos[1:]
+    side = round(grid.shape[0] ** 0.5)
+    if side == h == w and side * side == grid.shape[0]:
+        return grid
+    grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    return grid.flatten(2)[0].t()
+
+
 class CRISNet(nn.Module):
     """The CRIS network: ``backbone`` (open_clip CLIP RN50 + ``visual.attnpool.connect``), ``neck``, ``decoder``,
     ``proj`` (the original checkpoint layout)."""
@@ -82,18 +97,13 @@ class CRISNet(nn.Module):
 
     # -- image ---------------------------------------------------------------------------------------------------
     def _spatial_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """CRIS's attention pool: the HW tokens of layer4, each plus its own position row, are queries, keys and
+        values at once (no mean/class token), then ``c_proj``, the ``connect`` residual and a ReLU."""
         pool = self.backbone.visual.attnpool
         b, c, h, w = x.shape
         residual = pool.connect(x)
         tokens = x.flatten(2).permute(2, 0, 1)  # (HW, B, C)
-        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens], 0)
-        pos = pool.positional_embedding
-        if pos.shape[0] != h * w + 1:  # another input size: resize the grid (bicubic, as CRIS did)
-            side = round((pos.shape[0] - 1) ** 0.5)
-            grid = pos[1:].reshape(1, side, side, c).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-            pos = torch.cat([pos[:1], grid.flatten(2)[0].t()], 0)
-        tokens = tokens + pos[:, None].to(tokens.dtype)
+        tokens = tokens + _grid_positions(pool.positional_embedding, h, w)[:, None].to(tokens.dtype)
         out, _ = F.multi_head_attention_forward(
             query=tokens, key=tokens, value=tokens, embed_dim_to_check=c, num_heads=pool.num_heads,
             q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
@@ -102,7 +112,7 @@ class CRISNet(nn.Module):
             out_proj_bias=pool.c_proj.bias, use_separate_proj_weight=True, training=self.training,
             need_weights=False,
         )  # fmt: skip
-        out = out[1:].permute(1, 2, 0).reshape(b, -1, h, w)
+        out = out.permute(1, 2, 0).reshape(b, -1, h, w)
         return F.relu(out + residual.to(out.dtype))
 
     def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -272,21 +282,31 @@ def _resize_pos(state: dict[str, torch.Tensor], key: str, target: torch.Tensor) 
 
 
 def clip_rn50_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """An OpenAI CLIP RN50 file (TorchScript or state dict) as backbone keys (metadata entries dropped)."""
+    """A CLIP RN50 state dict (``torch.save`` or safetensors) as backbone keys (metadata entries dropped).
+
+    OpenAI's own ``RN50.pt`` is a TorchScript archive, which can run code at load: it is refused with the one-line
+    conversion to safetensors (see ``models.checkpoints``)."""
     state = strip_prefixes(read_state_dict(path))
     return {k: v.float() for k, v in state.items() if k not in _CLIP_META}
 
 
 def load_cris_weights(net: CRISNet, path: str | Path) -> None:
-    """Load a CRIS checkpoint strictly (see the module docstring); mismatches list the keys."""
+    """Load a CRIS checkpoint strictly (see the module docstring); a partial or foreign file is refused with the
+    missing, unexpected and mis-shaped keys listed, never trained with random parts.
+
+    Without ``backbone.*`` keys the backbone comes from ``$VLSM_CLIP_RN50``, else ``RN50.safetensors`` or
+    ``RN50.pt`` next to the checkpoint."""
     path = Path(path).expanduser()
     state = {k: v for k, v in strip_prefixes(read_state_dict(path)).items() if k.split(".")[-1] not in _CLIP_META}
+    if not state:
+        raise CheckpointMismatchError(f"checkpoint {str(path)!r} holds no tensors: it is not a CRIS checkpoint")
     if not any(k.startswith("backbone.") for k in state):
-        rn50 = os.environ.get(RN50_ENV) or str(path.with_name("RN50.pt"))
+        siblings = [path.with_name(name) for name in ("RN50.safetensors", "RN50.pt")]
+        rn50 = os.environ.get(RN50_ENV) or str(next((p for p in siblings if p.is_file()), siblings[-1]))
         if not Path(rn50).expanduser().is_file():
             raise CheckpointMismatchError(
                 f"checkpoint {str(path)!r} has no backbone.* keys and no CLIP RN50 file was found: set {RN50_ENV} "
-                f"or put RN50.pt next to the checkpoint"
+                f"or put RN50.safetensors (or RN50.pt) next to the checkpoint"
             )
         state.update({f"backbone.{k}": v for k, v in clip_rn50_state(rn50).items()})
     own = net.state_dict()
