@@ -412,3 +412,111 @@ def test_quickstart_trains_through_slurm_to_analysis(slurm, tmp_path):
     for args in (["status"], ["analyze", "--by", "prompt_depth"]):
         proc = _cli(args, tmp_path)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+RACE_SUBMIT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_slurm import slurm_spec, _submit
+result = _submit(slurm_spec(Path(sys.argv[1]), trials=4))
+print("LAUNCHED", len(result.launched))
+"""
+
+
+def test_concurrent_submits_queue_each_trial_once_and_cancel_gets_all(slurm, env):
+    """Two submits of one study at the same moment (held arrays): 4 array tasks for 4 trials, not 8."""
+    run_env = {**os.environ, "VLSM_SLURM_HOLD": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_SUBMIT, str(env), str(TESTS)], env=run_env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sorted(int(o.split("LAUNCHED")[1]) for o in outs) == [0, 4], outs
+    spec = slurm_spec(env, trials=4)
+    layout = StudyLayout(spec.output_dir)
+    jobs = {s["job_id"] for s in states(spec).values()}
+    queued = subprocess.run(["squeue", "-h", "-r", "-n", "vlsm-t", "-o", "%i"], capture_output=True, text=True)
+    ours = {j for j in queued.stdout.split() if j in jobs}
+    assert len(jobs) == 4 and ours == jobs, (jobs, queued.stdout)
+    assert main(["cancel", "--study", str(layout.root)]) == 0
+    st = wait_for(spec, all_ended, timeout_s=60)
+    assert {s["state"] for s in st.values()} == {"cancelled"}
+    left = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert not set(left) & jobs
+
+
+REAL = """\
+study: rq
+output_dir: {out}
+data_root: {data}
+seeds: [0]
+models: [clipseg-tiny]
+datasets: [synthetic]
+strategies: [coop]
+search:
+  method: random
+  trials: 1
+  seed: 0
+  objective: {{metric: val/dice, mode: max}}
+  space:
+    lr: {{choice: [0.01]}}
+    prompt_depth: {{choice: [2]}}
+train:
+  max_epochs: 16
+  min_epochs: 16
+  batch_size: 8
+  precision: "32"
+  early_stopping: {{monitor: val/loss, patience: 50, min_delta: 0.0}}
+resources:
+  executor: {executor}
+  cpus_per_task: 2
+  mem_gb: 2
+  timeout_min: 30
+  slurm: {{profile: local}}
+"""
+
+
+def test_scontrol_requeue_of_a_real_lightning_trial_resumes_to_the_same_metrics(slurm, tmp_path):
+    """The real training on the real cluster: `scontrol requeue` mid-fit records requeued (never failed), the
+    requeued task resumes from its last epoch and ends with the metrics of an uninterrupted (local) run."""
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    for name, executor in (("slurm.yaml", "slurm"), ("local.yaml", "local")):
+        (tmp_path / name).write_text(REAL.format(out=runs / executor, data=data, executor=executor))
+    proc = _cli(["submit", str(tmp_path / "slurm.yaml")], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from vlsm_batch.spec import load_spec
+
+    spec = load_spec(tmp_path / "slurm.yaml")
+    layout = StudyLayout(spec.output_dir)
+    (tid,) = states(spec)
+    history = layout.trial(tid).history
+    deadline = time.time() + 600
+    while not history.is_file() or len(history.read_text().splitlines()) < 3:  # two epochs done
+        assert time.time() < deadline, states(spec)
+        time.sleep(1)
+    job = states(spec)[tid]["job_id"]
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    seen = set()
+    deadline = time.time() + 900
+    while True:
+        st = states(spec)[tid]
+        seen.add(st["state"])
+        if st["state"] in ("done", "failed", "cancelled"):
+            break
+        assert time.time() < deadline, st
+        time.sleep(1)
+    assert st["state"] == "done", st
+    assert "failed" not in seen and any(e["event"] == "requeue" for e in st["events"]), st["events"]
+    assert st["starts"] == 2 and "requeued by Slurm" in st["requeue_reason"]
+    epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
+    assert epochs == list(range(1, 17))
+    proc = _cli(["submit", str(tmp_path / "local.yaml")], tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resumed = json.loads(layout.trial(tid).metrics.read_text())
+    alone = json.loads(StudyLayout(runs / "local").trial(tid).metrics.read_text())
+    for key in ("val/dice", "val/loss", "test/dice", "best_epoch", "epochs"):
+        assert resumed[key] == pytest.approx(alone[key], abs=1e-6), key

@@ -182,3 +182,25 @@ def test_disk_full_errors_name_the_path():
     except RuntimeError as outer:
         err = store.error_record(outer)
     assert err["class"] == "DiskFull" and "last.ckpt" in err["message"] and "--retry-failed" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("state", "executor", "job", "plain", "retry"),
+    [
+        ("new", None, None, True, True),
+        ("cancelled", "slurm", "7_0", True, True),
+        ("pending", "local", None, True, True),  # a local run stopped before it got there
+        ("pending", "slurm", "7_0", False, False),  # queued on Slurm
+        ("requeued", "slurm", "7_0", False, False),  # Slurm runs it again by itself
+        ("running", "slurm", "7_0", False, False),
+        ("failed", "slurm", "7_0", False, True),
+        ("done", "slurm", "7_0", False, False),
+        ("pruned", "slurm", "7_0", False, False),
+    ],
+)
+def test_what_submit_and_retry_failed_launch(state, executor, job, plain, retry):
+    from vlsm_batch.jobs.submit import launchable
+
+    record = store.TrialRecord(state=store.State(state), executor=executor, job_id=job)
+    assert launchable(record, retry_failed=False) is plain
+    assert launchable(record, retry_failed=True) is retry
