@@ -34,7 +34,7 @@ search:
     lr: {{log_uniform: [1.0e-4, 1.0e-1]}}
     prompt_depth: {{int: [1, 4]}}
     num_context: {{int: [1, 16]}}
-train: {{max_epochs: 2, min_epochs: 1}}
+train: {{max_epochs: 2, min_epochs: 1, context_init: null}}  # num_context is searched: random context init
 resources:
   executor: slurm
   gpus_per_task: 1
