@@ -87,3 +87,38 @@ def disk_filling_train(root: Path) -> dict[str, Any]:
         counter.write_text(str(left - 1))
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
     return sleepy_train(root)
+
+
+def one_trial_spec(out: Path, data: Path, epochs: int, executor: str = "local", study: str = "life") -> str:
+    """A study file of one real CoOp trial on the tiny CLIPSeg (fixed lr and depth, no early stop), for the tests
+    that interrupt a real training and compare it with an uninterrupted one (same trial id for any out/executor)."""
+    slurm = "  cpus_per_task: 2\n  mem_gb: 2\n  slurm: {profile: local}\n" if executor == "slurm" else ""
+    return f"""\
+study: {study}
+output_dir: {out}
+data_root: {data}
+seeds: [0]
+models: [clipseg-tiny]
+datasets: [synthetic]
+strategies: [coop]
+search:
+  method: random
+  trials: 1
+  seed: 0
+  objective: {{metric: val/dice, mode: max}}
+  space:
+    lr: {{choice: [0.01]}}
+    prompt_depth: {{choice: [2]}}
+train:
+  max_epochs: {epochs}
+  min_epochs: {epochs}
+  batch_size: 8
+  precision: "32"
+  early_stopping: {{monitor: val/loss, patience: 50, min_delta: 0.0}}
+  num_context: 4
+  context_init: "a photo of a"
+resources:
+  executor: {executor}
+  timeout_min: 30
+  local: {{max_parallel: 1}}
+{slurm}"""

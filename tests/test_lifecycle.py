@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import one_trial_spec
 
 from vlsm_batch.cli import main
 from vlsm_batch.jobs import store
@@ -129,40 +130,9 @@ def test_a_killed_local_trial_is_lost_and_decided_once(tmp_path):
     assert rec.state == "failed" and rec.error["class"] == "LostProcess" and "signal 9" in rec.error["message"]
 
 
-QUICK = """\
-study: life
-output_dir: {out}
-data_root: {data}
-seeds: [0]
-models: [clipseg-tiny]
-datasets: [synthetic]
-strategies: [coop]
-search:
-  method: random
-  trials: 1
-  seed: 0
-  objective: {{metric: val/dice, mode: max}}
-  space:
-    lr: {{choice: [0.01]}}
-    prompt_depth: {{choice: [2]}}
-train:
-  max_epochs: {epochs}
-  min_epochs: {epochs}
-  batch_size: 8
-  precision: "32"
-  early_stopping: {{monitor: val/loss, patience: 50, min_delta: 0.0}}
-  num_context: 4
-  context_init: "a photo of a"
-resources:
-  executor: local
-  timeout_min: 30
-  local: {{max_parallel: 1}}
-"""
-
-
 def _quick_spec(tmp_path: Path, out: Path, epochs: int = 5, name: str = "spec.yaml") -> Path:
     spec = tmp_path / name
-    spec.write_text(QUICK.format(out=out, data=tmp_path / "data", epochs=epochs))
+    spec.write_text(one_trial_spec(out, tmp_path / "data", epochs))
     return spec
 
 

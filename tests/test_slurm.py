@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_spec, max_overlap
+from helpers import make_spec, max_overlap, one_trial_spec
 
 from vlsm_batch.cli import main
 from vlsm_batch.jobs import cluster
@@ -449,43 +449,12 @@ def test_concurrent_submits_queue_each_trial_once_and_cancel_gets_all(slurm, env
     assert not set(left) & jobs
 
 
-REAL = """\
-study: rq
-output_dir: {out}
-data_root: {data}
-seeds: [0]
-models: [clipseg-tiny]
-datasets: [synthetic]
-strategies: [coop]
-search:
-  method: random
-  trials: 1
-  seed: 0
-  objective: {{metric: val/dice, mode: max}}
-  space:
-    lr: {{choice: [0.01]}}
-    prompt_depth: {{choice: [2]}}
-train:
-  max_epochs: 16
-  min_epochs: 16
-  batch_size: 8
-  precision: "32"
-  early_stopping: {{monitor: val/loss, patience: 50, min_delta: 0.0}}
-resources:
-  executor: {executor}
-  cpus_per_task: 2
-  mem_gb: 2
-  timeout_min: 30
-  slurm: {{profile: local}}
-"""
-
-
 def test_scontrol_requeue_of_a_real_lightning_trial_resumes_to_the_same_metrics(slurm, tmp_path):
     """The real training on the real cluster: `scontrol requeue` mid-fit records requeued (never failed), the
     requeued task resumes from its last epoch and ends with the metrics of an uninterrupted (local) run."""
     runs, data = tmp_path / "runs", tmp_path / "data"
     for name, executor in (("slurm.yaml", "slurm"), ("local.yaml", "local")):
-        (tmp_path / name).write_text(REAL.format(out=runs / executor, data=data, executor=executor))
+        (tmp_path / name).write_text(one_trial_spec(runs / executor, data, 16, executor=executor, study="rq"))
     proc = _cli(["submit", str(tmp_path / "slurm.yaml")], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from vlsm_batch.spec import load_spec

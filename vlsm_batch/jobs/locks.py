@@ -67,7 +67,8 @@ def _read_holder(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -156,7 +157,7 @@ class FileLock:
             except FileNotFoundError:
                 return False
             same_host = holder.get("host") == socket.gethostname()
-            dead = same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
+            dead = same_host and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"])
             if dead or age > EXCL_STALE_S:
                 with contextlib.suppress(FileNotFoundError):
                     excl.unlink()

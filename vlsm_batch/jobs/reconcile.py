@@ -19,24 +19,15 @@ lands on a newer attempt); ``False`` only returns it (analysis, plan).
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
+import sys
 
 from ..layout import StudyLayout
 from . import cluster, store
+from .locks import pid_alive
 from .store import PENDING, REQUEUED, RUNNING, IllegalTransition, TrialRecord, now_iso
 
 LOCAL_EXECUTORS = ("local", "inline")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def local_process_gone(layout: StudyLayout, tid: str, record: TrialRecord) -> bool:
@@ -45,7 +36,7 @@ def local_process_gone(layout: StudyLayout, tid: str, record: TrialRecord) -> bo
     if held is not None:
         return not held
     if record.host == socket.gethostname() and isinstance(record.pid, int):
-        return not _pid_alive(record.pid)
+        return not pid_alive(record.pid)
     return False  # another host and no lock information: cannot tell, keep what the record says
 
 
@@ -86,7 +77,24 @@ def _needs_slurm(record: TrialRecord) -> bool:
 
 
 def reconcile(layout: StudyLayout, records: dict[str, TrialRecord], persist: bool = True) -> dict[str, TrialRecord]:
-    """``records`` (trial id → record) with every active one judged; returns a new dict."""
+    """``records`` (trial id → record) with every active one judged; returns a new dict.
+
+    With ``persist``, the cells' Optuna journals (tpe, pruners) follow the verdicts: a trial found gone has its
+    Optuna trial marked FAIL (:mod:`vlsm_batch.search.reconcile`).
+    """
+    out = _judge(layout, records, persist)
+    if persist:
+        from ..search.reconcile import has_journals, reconcile_journals
+
+        if has_journals(layout):
+            try:
+                reconcile_journals(layout, out)
+            except OSError as exc:  # a read-only or full disk: the records stay the truth
+                print(f"warning: could not update the Optuna journals: {exc}", file=sys.stderr)
+    return out
+
+
+def _judge(layout: StudyLayout, records: dict[str, TrialRecord], persist: bool) -> dict[str, TrialRecord]:
     out = dict(records)
     for tid, rec in records.items():
         if rec.state == RUNNING and rec.executor in LOCAL_EXECUTORS:
