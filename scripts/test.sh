@@ -11,4 +11,5 @@ bash scripts/install_chromium.sh   # headless Chromium for the report test (inst
 slurm_env=$(bash slurm/ci_start.sh)
 eval "$slurm_env"
 .venv/bin/ruff check vlsm_batch tests benchmarks
+.venv/bin/ruff format --check vlsm_batch tests benchmarks
 exec .venv/bin/python -m pytest "$@"
