@@ -54,7 +54,7 @@ def test_schema_is_valid_2020_12(schema: dict[str, Any]) -> None:
 def test_parameter_names_match_the_registry(schema: dict[str, Any]) -> None:
     registry = set(_registry_params())
     space = set(schema["$defs"]["space"]["properties"])
-    loop = {"max_epochs", "min_epochs", "batch_size", "precision", "early_stopping", "num_workers"}
+    loop = {"max_epochs", "min_epochs", "batch_size", "precision", "early_stopping", "num_workers", "loggers"}
     fixed = set(_props(schema, "train")) - loop
     assert space == registry
     assert fixed == registry
@@ -68,8 +68,14 @@ def test_fixed_parameter_types_match_param_specs(schema: dict[str, Any]) -> None
             assert train[name]["type"] == expected, name
 
 
-def test_search_methods_exclude_adaptive(schema: dict[str, Any]) -> None:
-    assert _props(schema, "search")["method"]["enum"] == ["grid", "random", "sobol"]
+def test_search_methods_and_pruner_defaults_agree(schema: dict[str, Any]) -> None:
+    from vlsm_batch.spec.types import PrunerSpec, SearchSpec
+
+    search = _props(schema, "search")
+    assert search["method"]["enum"] == ["grid", "random", "sobol", "tpe"]
+    assert search["n_startup_trials"]["default"] == SearchSpec.n_startup_trials
+    assert search["pruner"]["properties"]["type"]["enum"] == ["asha", "median", "none"]
+    assert search["pruner"]["default"] == {"type": PrunerSpec().kind}
 
 
 def test_every_property_has_a_description(schema: dict[str, Any]) -> None:

@@ -104,6 +104,33 @@ def format_plan(spec: StudySpec, plan: Plan, expansion: Expansion) -> str:
         reasons = sorted({c.unsupported for c in expansion.cells if c.unsupported and not c.skipped})
         notes.append(f"{plan.unsupported} trials are not trainable in this build; submit will refuse them:")
         notes.extend(f"  {r}" for r in reasons)
+    notes.extend(search_notes(spec, expansion))
     skip_notes = {f"{c.strategy} skipped for {c.model}: {c.skipped}" for c in skipped}
     notes.extend(f"note: {n}" for n in spec.notes if n not in skip_notes)
     return head + body + ("\n" + "\n".join(notes) if notes else "")
+
+
+def search_notes(spec: StudySpec, expansion: Expansion) -> list[str]:
+    """What plan says about adaptive search and pruning (nothing here imports Optuna)."""
+    s, notes = spec.search, []
+    adaptive = [t for t in expansion.runnable if t.adaptive]
+    if adaptive:
+        studies = len({t.optuna.get("study") for t in adaptive})
+        notes.append(
+            f"{len(adaptive)} trials will be asked from {studies} Optuna TPE studies (one per cell and seed, "
+            f"{s.trials} asks each; the first {s.n_startup_trials} at random): their values are chosen adaptively "
+            "when each task starts, from the results so far, so plan cannot list them; `status` and `analyze` show "
+            "them once asked. With array parallelism P the first P asks see no result: keep n_startup_trials >= P"
+        )
+    if s.pruner.active:
+        p = s.pruner
+        how = (
+            f"asha (min_resource {p.min_resource}, reduction_factor {p.reduction_factor})"
+            if p.kind == "asha"
+            else f"median (warmup {p.warmup}, n_startup_trials {p.n_startup_trials})"
+        )
+        notes.append(
+            f"pruner {how}{f', grace {p.grace} epochs' if p.grace else ''}: unpromising trials stop early and end "
+            "as pruned (finished, not failed, never retried)"
+        )
+    return notes

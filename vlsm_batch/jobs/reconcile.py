@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import sys
 
 from ..layout import StudyLayout
 from . import cluster, store
@@ -76,7 +77,24 @@ def _needs_slurm(record: TrialRecord) -> bool:
 
 
 def reconcile(layout: StudyLayout, records: dict[str, TrialRecord], persist: bool = True) -> dict[str, TrialRecord]:
-    """``records`` (trial id → record) with every active one judged; returns a new dict."""
+    """``records`` (trial id → record) with every active one judged; returns a new dict.
+
+    With ``persist``, the cells' Optuna journals (tpe, pruners) follow the verdicts: a trial found gone has its
+    Optuna trial marked FAIL (:mod:`vlsm_batch.search.reconcile`).
+    """
+    out = _judge(layout, records, persist)
+    if persist:
+        from ..search.reconcile import has_journals, reconcile_journals
+
+        if has_journals(layout):
+            try:
+                reconcile_journals(layout, out)
+            except OSError as exc:  # a read-only or full disk: the records stay the truth
+                print(f"warning: could not update the Optuna journals: {exc}", file=sys.stderr)
+    return out
+
+
+def _judge(layout: StudyLayout, records: dict[str, TrialRecord], persist: bool) -> dict[str, TrialRecord]:
     out = dict(records)
     for tid, rec in records.items():
         if rec.state == RUNNING and rec.executor in LOCAL_EXECUTORS:

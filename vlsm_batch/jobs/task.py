@@ -15,6 +15,11 @@ SIGUSR2    submitit, before the time limit        ``requeued`` (submitit requeue
                                                   the attempt limit and how to raise it
 =========  =====================================  ============================================================
 
+A trial with an Optuna trial (``search.method: tpe``, or a pruner) asks for it after the claim (a requeued
+attempt re-attaches to the one its config.json names), reports its objective every epoch through the training's
+pruning callback, and tells the outcome: complete, pruned (the record goes to ``pruned`` with the epoch), or
+fail for a failed or cancelled attempt (a requeue keeps it running).
+
 A stop never loses more than the epoch in progress: checkpoints are written at every epoch end, and the next
 attempt resumes from the last one. A process that loses the claim (another process trains the trial, or the
 record names another job) exits cleanly saying why.
@@ -153,27 +158,90 @@ def _run(paths: TrialPaths, executor: str, train: Any, job_id: str | None) -> di
         print(f"trial {paths.root.name} stopped before it started", file=sys.stderr, flush=True)
         return {"cancelled": "stopped before it started"}
     started = time.time()
+    search: dict[str, Any] | None = None
     try:
+        search = _attach_search(paths, claim.record)
         if train is None:
             from ..training.entry import train_trial as train  # heavy: torch, Lightning, transformers
 
         metrics = train(paths.root)
     except BaseException as exc:
         _finishing = True
+        pruned = _pruned_epoch(paths) if search else None
+        if pruned is not None and type(exc).__name__ == "TrialPruned":  # a stand-in training raised Optuna's signal
+            return _record_pruned(paths, claim, search, pruned, started, {})
         kind, message, error_class = _outcome(exc, paths, executor)
         _record_end(paths, kind, message, error_class, exc, started)
+        if search and kind != "requeue":  # a requeued attempt continues the same Optuna trial
+            _tell(paths, search, "fail")
         claim.release()
         if kind == "cancel":
             return {"cancelled": message}
         raise
     _finishing = True
+    pruned = _pruned_epoch(paths) if search else None
+    if pruned is not None:
+        return _record_pruned(paths, claim, search, pruned, started, metrics)
     try:
+        if search:
+            from ..search.optuna_study import objective_value
+
+            _tell(paths, search, "complete", objective_value(metrics, search["optuna"]))
         store.transition(paths, "finish", ended_at=now_iso(), wall_time_s=round(time.time() - started, 2))
     except IllegalTransition as exc:  # cannot happen while we hold the claim; say so rather than hide it
         print(f"could not record the result: {exc}", file=sys.stderr, flush=True)
     finally:
         claim.release()
     return metrics
+
+
+def _attach_search(paths: TrialPaths, record: store.TrialRecord) -> dict[str, Any] | None:
+    """Ask (or re-attach to) this trial's Optuna trial when it has one (tpe, or a pruner): the sampled values go
+    into config.json and the record (``optuna_trial``, ``params``) before training starts."""
+    from ..layout import read_json
+
+    config = read_json(paths.config) or {}
+    if not config.get("optuna"):
+        return None
+    from ..search.optuna_study import attach  # imports Optuna: only trials that use it pay for it
+
+    attached = attach(paths.root, attempt=record.attempt)
+    verb = "continues" if attached.reattached else "asked"
+    print(f"trial {paths.root.name} {verb} Optuna trial {attached.number}: {attached.params}", flush=True)
+    store.transition(paths, "progress", optuna_trial=attached.number, params=attached.params)
+    return {"optuna": config["optuna"], "number": attached.number}
+
+
+def _pruned_epoch(paths: TrialPaths) -> int | None:
+    from ..search.optuna_study import pruned_epoch
+
+    return pruned_epoch(paths.root)
+
+
+def _tell(paths: TrialPaths, search: dict[str, Any], state: str, value: float | None = None) -> None:
+    from ..search.optuna_study import study_root_of, tell
+
+    try:
+        tell(study_root_of(paths.root), search["optuna"], search["number"], state, value)
+    except Exception as exc:  # the record is the truth; reconcile repairs the journal later
+        print(f"could not tell Optuna trial {search['number']} ({state}): {exc}", file=sys.stderr, flush=True)
+
+
+def _record_pruned(
+    paths: TrialPaths, claim: store.Claim, search: Any, epoch: int, started: float, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """Pruned: finished, not failed; checkpoints, history and metrics stay as they are."""
+    try:
+        _tell(paths, search, "pruned")
+        store.transition(
+            paths, "prune", ended_at=now_iso(), wall_time_s=round(time.time() - started, 2), pruned_epoch=epoch
+        )
+        print(f"trial {paths.root.name} pruned at epoch {epoch}", file=sys.stderr, flush=True)
+    except IllegalTransition as exc:
+        print(f"could not record the result: {exc}", file=sys.stderr, flush=True)
+    finally:
+        claim.release()
+    return {**metrics, "pruned_epoch": epoch}
 
 
 def _record_end(

@@ -11,7 +11,7 @@ from typing import Any
 from ..metrics import OBJECTIVES
 from .distributions import fixed_value, to_distribution
 from .paramcheck import all_param_names, param_kind
-from .types import CustomDataset, ResourcesSpec, SearchSpec, SlurmSpec, StudySpec, TrainSpec
+from .types import CustomDataset, PrunerSpec, ResourcesSpec, SearchSpec, SlurmSpec, StudySpec, TrainSpec
 
 _LOOP_KEYS = ("max_epochs", "min_epochs", "batch_size", "precision", "num_workers")
 _STOPPING_KEYS = {
@@ -38,7 +38,14 @@ def build_search(search: dict[str, Any]) -> SearchSpec:
         objective_mode=objective.get("mode", OBJECTIVES[metric]),
         space=_space(search.get("space", {})),
         per_strategy={s: _space(space) for s, space in search.get("per_strategy", {}).items()},
+        n_startup_trials=search.get("n_startup_trials", SearchSpec.n_startup_trials),
+        pruner=build_pruner(search.get("pruner", {})),
     )
+
+
+def build_pruner(pruner: dict[str, Any]) -> PrunerSpec:
+    keys = ("min_resource", "reduction_factor", "grace", "warmup", "n_startup_trials")
+    return PrunerSpec(kind=pruner.get("type", "none"), **{k: pruner[k] for k in keys if k in pruner})
 
 
 def build_train(train: dict[str, Any]) -> TrainSpec:
@@ -50,6 +57,8 @@ def build_train(train: dict[str, Any]) -> TrainSpec:
     kw.update({field: stopping[k] for k, field in _STOPPING_KEYS.items() if k in stopping})
     if "early_stopping_min_delta" in kw:
         kw["early_stopping_min_delta"] = float(kw["early_stopping_min_delta"])
+    if "loggers" in train:
+        kw["loggers"] = train["loggers"] if isinstance(train["loggers"], str) else tuple(train["loggers"])
     params = set(all_param_names())
     kw["fixed_params"] = {n: fixed_value(v, param_kind(n)) for n, v in train.items() if n in params}
     return TrainSpec(**kw)

@@ -113,13 +113,69 @@ def check_search(ctx: CheckContext) -> None:
                 "grid search takes no trials (its size is the product of its dimensions); "
                 "remove trials or use method: random",
             )
-        if method in ("random", "sobol") and "trials" not in search:
+        if method in ("random", "sobol", "tpe") and "trials" not in search:
             at = ("search", "method") if "method" in search else ("search",)
             ctx.report.error(("search", "trials"), f"required for method {method} (trials per cell)", at=at)
     if method == "grid" and ctx.ok(("search", "method")):
         _check_grid(ctx)
-
+    if ctx.ok(("search", "method")):
+        _check_adaptive(ctx, method)
+    _check_pruner(ctx)
     _check_objective(ctx)
+
+
+def _check_adaptive(ctx: CheckContext, method: str) -> None:
+    """tpe needs something to model: a space with continuous dimensions or more points than trials."""
+    search = ctx.section("search")
+    if "n_startup_trials" in search and method != "tpe" and ctx.ok(("search", "n_startup_trials")):
+        ctx.report.error(
+            ("search", "n_startup_trials"),
+            f"n_startup_trials applies to method tpe only (method is {method})",
+            key=True,
+        )
+    if method != "tpe" or not ctx.ok(("search", "trials")):
+        return
+    trials = search.get("trials")
+    for info in ctx.strategies():
+        space = strategy_space(ctx, info)
+        if not space or not all(next(iter(d)) in GRID_KINDS for d in space.values()):
+            continue
+        size = math.prod(grid_size(d) for d in space.values())
+        if isinstance(trials, int) and size <= trials:
+            ctx.report.error(
+                ("search", "method"),
+                f"tpe over {info.name}'s space of {size} combination(s) (choice/int only) would ask repeated points "
+                f"for {trials} trials; use method: grid to run each combination once, or widen the space",
+            )
+
+
+def _check_pruner(ctx: CheckContext) -> None:
+    """Keys that belong to the pruner type, and epoch counts within max_epochs."""
+    pruner = ctx.section("search", "pruner")
+    if not pruner or not ctx.ok(("search", "pruner", "type")):
+        return
+    kind = pruner.get("type")
+    own = {"asha": ("min_resource", "reduction_factor", "grace"), "median": ("warmup", "n_startup_trials", "grace")}
+    for key in pruner:
+        if key != "type" and key not in own.get(kind, ()):
+            what = f"pruner {kind} takes " + (", ".join(own[kind]) if kind in own else "no other keys")
+            ctx.report.error(("search", "pruner", key), f"{key} does not apply here: {what}; remove it", key=True)
+    max_epochs = ctx.section("train").get("max_epochs", 100)
+    if not ctx.ok(("train", "max_epochs")) or not isinstance(max_epochs, int):
+        return
+    for key in ("grace", "min_resource", "warmup"):
+        value = pruner.get(key)
+        if (
+            isinstance(value, int)
+            and key in own.get(kind, ())
+            and value > max_epochs
+            and ctx.ok(("search", "pruner", key))
+        ):
+            ctx.report.error(
+                ("search", "pruner", key),
+                f"{key} {value} is larger than train.max_epochs {max_epochs}: no trial would ever be pruned; "
+                f"lower {key} or set pruner type none",
+            )
 
 
 def _check_objective(ctx: CheckContext) -> None:

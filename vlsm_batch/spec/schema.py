@@ -194,8 +194,6 @@ def _name_message(err: ValidationError) -> str:
 def _enum_message(err: ValidationError, path: KeyPath) -> str:
     value, allowed = err.instance, [str(v) for v in err.validator_value]
     msg = f"{value!r} is not allowed; {did_you_mean(str(value), allowed)}"
-    if path == ("search", "method") and value == "tpe":
-        msg += " (adaptive search is not available yet)"
     return msg
 
 
@@ -231,6 +229,10 @@ def _translate(err: ValidationError, report: Reporter) -> list[KeyPath]:
         msg = _enum_message(err, path)
     elif kind == "pattern":
         msg = _pattern_message(err, path)
+    elif kind == "anyOf":  # train.loggers: one name or a list of names
+        names = next((o["enum"] for o in err.validator_value if "enum" in o), [])
+        shown = repr(value) if isinstance(value, list) else describe(value)
+        msg = f"{shown} is not valid: give one of {', '.join(map(str, names))}, or a list of them (each once)"
     elif kind in ("minItems", "maxItems") and err.schema.get("minItems") == err.schema.get("maxItems") == 2:
         msg = f"expected two values [low, high], got {len(value)}"
     elif kind == "minItems":

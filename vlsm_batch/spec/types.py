@@ -18,14 +18,47 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class PrunerSpec:
+    """``search.pruner``: which trials stop early (epochs are Optuna's steps). ``kind`` none: off."""
+
+    kind: str = "none"  # asha | median | none
+    min_resource: int = 1  # asha
+    reduction_factor: int = 3  # asha
+    grace: int = 0  # asha and median: epochs before any pruning decision
+    warmup: int = 0  # median: Optuna's n_warmup_steps
+    n_startup_trials: int = 5  # median
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "min_resource": self.min_resource,
+            "reduction_factor": self.reduction_factor,
+            "grace": self.grace,
+            "warmup": self.warmup,
+            "n_startup_trials": self.n_startup_trials,
+        }
+
+
+@dataclass(frozen=True)
 class SearchSpec:
-    method: str  # grid | random | sobol
+    method: str  # grid | random | sobol | tpe
     trials: int | None  # per (model, dataset, strategy) cell; None for grid
     seed: int  # sampling seed (study seed)
     objective_metric: str  # e.g. "val/dice"
     objective_mode: str  # "max" | "min"
     space: dict[str, Distribution] = field(default_factory=dict)
     per_strategy: dict[str, dict[str, Distribution]] = field(default_factory=dict)
+    n_startup_trials: int = 10  # tpe: random trials before TPE models the results
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+
+    @property
+    def adaptive(self) -> bool:
+        """Values chosen when the task starts (tpe), not at expand time."""
+        return self.method == "tpe"
 
 
 @dataclass(frozen=True)
@@ -40,7 +73,13 @@ class TrainSpec:
     early_stopping_patience: int = 12
     early_stopping_min_delta: float = 1e-4
     num_workers: int = 0
+    # Lightning loggers: one name or a tuple (csv, tensorboard, wandb, mlflow); not part of a trial's identity
+    loggers: str | tuple[str, ...] = "csv"
     fixed_params: dict[str, Any] = field(default_factory=dict)  # e.g. num_context, context_init, lr
+
+    def logger_names(self) -> list[str]:
+        """``loggers`` as a list (the spec accepts one name or a list)."""
+        return [self.loggers] if isinstance(self.loggers, str) else list(self.loggers)
 
     def loop_settings(self) -> dict[str, Any]:
         """The part of a trial's config that is not a strategy parameter (hashed into the trial id)."""

@@ -2,8 +2,9 @@
 
 Why not ``YAML(typ="safe").load``: it would accept ``!!str``-style tags, silently keep the last of two duplicate
 keys, expand alias bombs without limit and forget where each value came from. Here the document is composed into
-nodes (nothing is constructed), scalars are resolved with the YAML 1.2 core schema by our own rules, and every
-problem is reported with its line and column.
+nodes (nothing is constructed), scalars are resolved with the YAML 1.2 core schema by our own rules, duplicate keys
+are found by ruamel.yaml's own ``check_mapping_key`` (every one of them, not just the first), and every problem is
+reported with its line and column.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError, SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -95,6 +97,8 @@ class _Walker:
 
     def __init__(self, doc: YamlDoc):
         self.doc = doc
+        self.constructor = SafeConstructor()
+        self.constructor.allow_duplicate_keys = False  # raise, never the "future" warning
         self.problems: list[tuple[Pos, KeyPath | None, str]] = []
         self.count = 0
         self.stack: set[int] = set()
@@ -132,9 +136,13 @@ class _Walker:
                 )
                 continue
             here = (*path, key)
-            if key in out:
+            try:  # ruamel.yaml's own duplicate check (DuplicateKeyError carries the duplicate's line and column)
+                self.constructor.check_mapping_key(node, key_node, out, key, None)
+            except DuplicateKeyError as dup:
                 line, col = self.doc.keys[here]
-                self.problems.append((_pos(key_node), here, f"duplicate key {key!r} (first at line {line}, col {col})"))
+                mark = dup.problem_mark
+                pos = (mark.line + 1, mark.column + 1) if mark is not None else _pos(key_node)
+                self.problems.append((pos, here, f"duplicate key {key!r} (first at line {line}, col {col})"))
                 self.count += 1
                 continue
             self.doc.keys[here] = _pos(key_node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,9 @@ from ..models import get_model_info
 from ..spec.types import Distribution, StudySpec
 from ..strategies import get_strategy, incompatibility
 from .sampling import sample
-from .trial import Trial, round_value
+from .trial import Trial, canonical_json, round_value
+
+SEARCH_DIR = "search"  # inside the study folder: one Optuna journal per cell and training seed
 
 
 @dataclass
@@ -124,12 +127,71 @@ def expand(spec: StudySpec) -> Expansion:
                 train = spec.train.loop_settings() if info.trains else {}
                 seeds = spec.seeds if info.trains else spec.seeds[:1]  # zero-shot has nothing to replicate
                 n = spec.search.trials if space else 1
+                base = Trial(model, dataset, strategy, 0, {}, train, objective, 0, data)
+                if spec.search.adaptive and space:
+                    fixed_params = {k: round_value(v) for k, v in fixed.items()}
+                    for seed in seeds:
+                        settings = optuna_settings(spec, dataclasses.replace(base, seed=seed), space, fixed_params)
+                        for index in range(n or 0):
+                            search = {"method": "tpe", "sequence": index, "settings": settings["key"]}
+                            trial = Trial(
+                                model,
+                                dataset,
+                                strategy,
+                                seed,
+                                fixed_params,
+                                train,
+                                objective,
+                                index,
+                                data,
+                                search,
+                                settings["optuna"],
+                            ).with_id()
+                            if trial.trial_id not in seen:
+                                seen.add(trial.trial_id)
+                                cell.trials.append(trial)
+                    continue
+                pruned = spec.search.pruner.active and info.trains
                 for index, sampled in enumerate(sample(spec.search.method, space, n, spec.search.seed)):
                     params = {k: round_value(v) for k, v in {**fixed, **sampled}.items()}
                     for seed in seeds:
                         trial = Trial(model, dataset, strategy, seed, params, train, objective, index, data).with_id()
                         if trial.trial_id in seen:
                             continue
+                        if pruned:  # the pruner compares trials within one Optuna study: register them there
+                            opt = optuna_settings(spec, dataclasses.replace(base, seed=seed), space, {})["optuna"]
+                            trial = dataclasses.replace(trial, optuna=opt)
                         seen.add(trial.trial_id)
                         cell.trials.append(trial)
     return Expansion(cells)
+
+
+def distribution_json(dist: Distribution) -> dict[str, Any]:
+    return {"kind": dist.kind, "low": dist.low, "high": dist.high, "choices": list(dist.choices)}
+
+
+def optuna_settings(
+    spec: StudySpec, base: Trial, space: dict[str, Distribution], fixed: dict[str, Any]
+) -> dict[str, Any]:
+    """The Optuna study of one cell and training seed: its name (a hash of everything that defines the search,
+    never of ``trials``, so raising trials continues it), journal, sampler and pruner."""
+    s = spec.search
+    sampler: dict[str, Any] = (
+        {"type": "tpe", "n_startup_trials": s.n_startup_trials, "seed": s.seed, "multivariate": True}
+        if s.adaptive
+        else {"type": "fixed", "method": s.method}
+    )
+    identity = {**base.identity(), "fixed": fixed, "sampler": sampler, "space": sorted(space)}
+    identity["space_def"] = {k: distribution_json(v) for k, v in sorted(space.items())}
+    key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:10]
+    name = f"{base.model}.{base.dataset}.{base.strategy}.seed{base.seed}.{key}"
+    optuna = {
+        "study": name,
+        "journal": f"{SEARCH_DIR}/{name}.journal",
+        "direction": "maximize" if s.objective_mode == "max" else "minimize",
+        "metric": s.objective_metric,
+        "space": {k: distribution_json(v) for k, v in sorted(space.items())},
+        "sampler": sampler,
+        "pruner": s.pruner.to_json(),
+    }
+    return {"key": key, "optuna": optuna}

@@ -38,6 +38,13 @@ class Trial:
     # dataset declared in the spec (never its path). Part of the identity only when non-empty, so the ids of
     # plain studies do not depend on it.
     data: dict[str, Any] = field(default_factory=dict)
+    # Adaptive (tpe) trials only: {method, sequence, settings}: the trial is the cell's sequence-th ask, its
+    # values are chosen when the task starts (``params`` then holds only the fixed ones). Part of the identity
+    # when non-empty, so the id is stable before the values are known.
+    search: dict[str, Any] = field(default_factory=dict)
+    # Where the trial's Optuna trial lives and how it is sampled and pruned ({study, journal, direction, space,
+    # sampler, pruner}); empty when neither tpe nor a pruner is used. Not part of the identity.
+    optuna: dict[str, Any] = field(default_factory=dict, compare=False)
     trial_id: str = field(default="", compare=False)
 
     def identity(self) -> dict[str, Any]:
@@ -50,6 +57,7 @@ class Trial:
             "train": self.train,
             "objective": self.objective,
             **({"data": self.data} if self.data else {}),
+            **({"search": self.search} if self.search else {}),
         }
 
     def with_id(self) -> Trial:
@@ -60,9 +68,15 @@ class Trial:
     def cell(self) -> tuple[str, str, str]:
         return (self.model, self.dataset, self.strategy)
 
+    @property
+    def adaptive(self) -> bool:
+        """Its values are asked from the cell's Optuna study when the task starts."""
+        return bool(self.search)
+
     def manifest_record(self) -> dict[str, Any]:
         """One line of trials.jsonl."""
-        return {"trial_id": self.trial_id, "sample_index": self.sample_index, **self.identity()}
+        record = {"trial_id": self.trial_id, "sample_index": self.sample_index, **self.identity()}
+        return {**record, "optuna": self.optuna} if self.optuna else record
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Trial:
@@ -76,5 +90,7 @@ class Trial:
             objective=rec["objective"],
             sample_index=rec.get("sample_index", 0),
             data=rec.get("data", {}),
+            search=rec.get("search", {}),
+            optuna=rec.get("optuna", {}),
             trial_id=rec["trial_id"],
         )
