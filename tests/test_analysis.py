@@ -127,7 +127,7 @@ def test_seeds_are_replicates_with_t_interval(study):
     row = b.filter(pl.col("n_seeds") == 2).row(0, named=True)
     assert row["test/dice ci95"] == pytest.approx(t975(1) * row["test/dice std"] / math.sqrt(2))
     assert len(row["trial_ids"].split(",")) == 2
-    assert t975(1) == pytest.approx(12.706) and t975(200) == pytest.approx(1.972, abs=0.002)
+    assert t975(1) == pytest.approx(12.706, abs=1e-3) and t975(200) == pytest.approx(1.972, abs=0.002)
 
 
 def test_missing_cell_is_absent_not_fatal(study):
@@ -164,8 +164,11 @@ def test_visual_close_to_multimodal_text_is_not(study):
     _, result = study
     t = _takeaway(result, "towers")
     assert t.facts["text_within"] == 0 and t.facts["text_n"] == len(DATASETS)
-    assert t.facts["visual_within"] >= 2
     n = t.facts["visual_within"]
+    # "within" is a distance: |multimodal - visual| <= 0.01 on either side, never a signed gap
+    gaps = (t.table["multimodal"] - t.table["unimodal visual"]).drop_nulls().to_list()
+    assert n == sum(abs(g) <= 0.01 for g in gaps) and 1 <= n < len(gaps)
+    assert "no clear difference" in t.sentence.split("visual prompt tuning")[-1]
     assert f"visual prompt tuning is within 0.01 test/dice of multimodal on {n} of 4 datasets" in t.sentence.lower()
 
 

@@ -21,6 +21,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Each module exposes add_commands(subparsers); one line per pipeline stage that brings its own commands.
 COMMAND_MODULES: tuple[str, ...] = (
     "vlsm_batch.analysis.commands",
+    "vlsm_batch.analysis.export",
     "vlsm_batch.datasets.commands",
     "vlsm_batch.jobs.commands",
     "vlsm_batch.models.commands",
@@ -169,9 +170,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .jobs.status import format_status, load_status
     from .layout import StudyLayout
 
-    st = load_status(StudyLayout(study_dir(args.study)))
+    layout = StudyLayout(study_dir(args.study))
+    if args.watch is not None:
+        if not args.watch > 0:
+            raise VlsmBatchError(f"--watch {args.watch:g}: the refresh interval must be a positive number of seconds")
+        return watch_status(layout, args.watch, args.json)
+    st = load_status(layout)
     _out(json.dumps(st.as_dict(), indent=2, default=str) if args.json else format_status(st))
     return EXIT_OK
+
+
+def watch_status(layout: Any, interval: float, as_json: bool = False, max_rounds: int | None = None) -> int:
+    """Redraw ``status`` in place every ``interval`` seconds until nothing is left to run, or Ctrl-C.
+
+    Plain ANSI (home, clear to end of screen) on a terminal, so no extra dependency; into a pipe or file each
+    refresh is appended after a separator line instead. ``max_rounds`` bounds the loop (tests).
+    """
+    import time
+
+    from .jobs.status import format_status, load_status
+
+    tty = sys.stdout.isatty() and not as_json
+    rounds = 0
+    try:
+        while True:
+            st = load_status(layout)
+            text = json.dumps(st.as_dict(), default=str) if as_json else format_status(st)
+            stamp = time.strftime("%H:%M:%S")
+            done = st.finished()
+            foot = "study finished." if done else f"refreshing every {interval:g} s; Ctrl-C to stop watching"
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[J" + text + f"\n\n[{stamp}] {foot}\n")
+                sys.stdout.flush()
+            else:
+                _out(text if as_json else f"--- {stamp}\n{text}\n{foot}")
+            rounds += 1
+            if done or (max_rounds is not None and rounds >= max_rounds):
+                return EXIT_OK
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        _out()
+        return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -265,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="state of every trial, best objective, failures with log tails")
     s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=10.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 10) until the study finishes or Ctrl-C",
+    )
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("list", help="registered models, strategies and datasets")

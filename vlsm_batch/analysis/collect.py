@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     import polars as pl
 
 AXES = ("model", "dataset", "strategy", "seed")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+TRAIN_PREFIX = "train."  # train settings as columns: train.max_epochs, train.early_stopping.patience, ...
 SIG, CONFIG = "_sig", "config_id"
 # Columns added from the registries after collection (never cached: a registry edit must show at once).
 DERIVED = ("domain", "towers")
@@ -33,9 +34,25 @@ TOWER_LABELS = {"text": "unimodal text", "vision": "unimodal visual", "both": "m
 
 
 def config_id(trial: Trial) -> str:
-    """The configuration a trial replicates: everything but its seed (seeds are replicates of one config)."""
+    """The configuration a trial replicates: everything but its seed (seeds are replicates of one config).
+
+    The identity holds the model, dataset, strategy, every sampled or fixed parameter and every train setting
+    (epochs, batch size, precision, early stopping, the dataset's definition), so a resubmission with another
+    ``max_epochs`` is a second configuration, never more seeds of the first.
+    """
     ident = {k: v for k, v in trial.identity().items() if k != "seed"}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_columns(train: dict[str, Any], prefix: str = TRAIN_PREFIX) -> dict[str, Any]:
+    """A trial's train settings flattened into columns (``train.max_epochs``), so ``--by`` can group by them."""
+    out: dict[str, Any] = {}
+    for k, v in train.items():
+        if isinstance(v, dict):
+            out.update(train_columns(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _stamp(path: Path) -> str:
@@ -81,8 +98,9 @@ def trial_row(
         SIG: sig,
         "dataset_domain": (t.data.get("custom") or {}).get("domain"),  # datasets declared in the spec
     }
-    for k, v in t.params.items():
+    for k, v in {**t.params, **(status.extra.get("params") or {})}.items():  # tpe: the values asked at start
         row[k] = v
+    row.update(train_columns(t.train))
     metrics = read_json(paths.metrics) if state == "done" else None
     for k, v in (metrics or {}).items():
         if isinstance(v, (int, float, str, bool)) or v is None:

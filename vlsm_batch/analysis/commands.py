@@ -40,6 +40,8 @@ def _print_table(result: Any) -> None:
         tbl_hide_dataframe_shape=True,
         tbl_hide_column_data_types=True,
     ):
+        for note in result.notes():
+            print(f"note: {note}", flush=True)
         print(f"{result.n_done} of {result.n_trials} trials done; objective {result.objective}", flush=True)
         print(str(result.table), flush=True)
     lines = [f"- {t.spec.title}: {t.sentence}" for t in result.takeaways if t.sentence]
@@ -56,6 +58,8 @@ def _json(result: Any) -> dict[str, Any]:
         "n_trials": result.n_trials,
         "n_done": result.n_done,
         "states": result.states,
+        "spec_versions": result.spec_versions,
+        "notes": result.notes(),
         "by": result.by,
         "table": result.table.to_dicts(),
         "best": result.best_table.to_dicts() if result.best_table is not None else [],
@@ -74,12 +78,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     by = [b for arg in (args.by or ["strategy"]) for b in arg.split(",") if b]
     layout = StudyLayout(study_dir(args.study))
+    if args.curves not in ("best", "all", "none") and args.curves.count("/") != 2:
+        raise VlsmBatchError(f"--curves {args.curves}: expected best, all, none or MODEL/DATASET/STRATEGY")
     result = analyze(
         layout,
         by,
         bins=parse_bins(args.bin),
         takeaway_paths=[Path(p) for p in args.takeaways or []],
         use_cache=not args.no_cache,
+        curves=args.curves,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.format == "json":
         print(json.dumps(_json(result), indent=2, default=str), flush=True)
@@ -111,7 +119,8 @@ def add_commands(sub: Any) -> None:
         "--by",
         action="append",
         default=None,
-        help="parameter or axis to group all finished trials by (repeat or comma-separate; default: strategy)",
+        help="parameter, train setting (max_epochs or train.max_epochs, train.early_stopping.patience, ...) or axis "
+        "to group all finished trials by (repeat or comma-separate; default: strategy)",
     )
     s.add_argument(
         "--bin",
@@ -127,6 +136,13 @@ def add_commands(sub: Any) -> None:
         default=None,
         metavar="PATH",
         help="extra takeaway files or folders of *.yaml (same name replaces a built-in one); see analysis/README.md",
+    )
+    s.add_argument(
+        "--curves",
+        default="best",
+        metavar="best|all|none|MODEL/DATASET/STRATEGY",
+        help="learning curves (history.csv): of the best trial of each cell (default), of every finished trial, of "
+        "every trial of one cell, or none",
     )
     s.add_argument("--no-cache", action="store_true", help="re-read every trial's files (the cache is not touched)")
     s.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="what is printed")

@@ -1,62 +1,54 @@
-"""Plots: score against a parameter, one line per strategy. Returns the figure; never shows it."""
+"""Figures for a paper: one fixed order and colour per strategy, points or bars on categorical axes (never lines),
+error bars whose meaning the caption states, Dice axes from 0, a colour-blind-safe palette (Okabe-Ito), legends
+outside the data. Saved as 300 dpi PNG, PDF and SVG with real text. Functions return the figure; never show it."""
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import polars as pl
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+DPI = 300
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999", "#F0E442")
+BASELINE_FIRST, BASELINE_LAST = ("zero_shot",), ("finetune",)
+CURVE_NOTE = (
+    "Per epoch of the trial (history.csv). The epoch-log val Dice is on the resized validation masks; the reported "
+    "val/test Dice is per image at each mask's original resolution, so the two differ slightly."
+)
+Y_RANGE_METRICS = ("dice", "iou")  # bounded in [0, 1]: axes start at 0
 
-def score_vs(df: pl.DataFrame, x: str, metrics: list[str], line_by: str = "strategy") -> Figure:
-    """Mean ± std of each metric against ``x`` (finished trials), one line per value of ``line_by``."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import polars as pl
+def strategy_order(names: Sequence[str]) -> list[str]:
+    """zero-shot first, the prompt-tuning strategies alphabetically, end-to-end finetuning last: in every plot."""
 
-    done = df.filter(pl.col("state") == "done")
-    metrics = [m for m in metrics if m in done.columns]
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(5.5 * max(len(metrics), 1), 4), squeeze=False)
-    numeric = done.schema.get(x, pl.String).is_numeric() if x in done.columns else False
-    for ax, metric in zip(axes[0], metrics):
-        groups = (
-            [None] if line_by == x or line_by not in done.columns else sorted(done[line_by].unique().to_list(), key=str)
-        )
-        for g in groups:
-            sub = done if g is None else done.filter(pl.col(line_by) == g)
-            agg = (
-                sub.group_by(x)
-                .agg(
-                    pl.col(metric).cast(pl.Float64).mean().alias("m"), pl.col(metric).cast(pl.Float64).std().alias("s")
-                )
-                .sort(x, nulls_last=True)
-            )
-            xs = agg[x].to_list()
-            xs_plot = xs if numeric else [str(v) for v in xs]
-            means = agg["m"].to_list()
-            stds = [s if s is not None else 0.0 for s in agg["s"].to_list()]
-            label = None if g is None else str(g)
-            ax.errorbar(xs_plot, means, yerr=stds, marker="o", capsize=3, label=label)
-        if numeric and done.schema[x].is_integer():
-            from matplotlib.ticker import MaxNLocator
+    def key(s: str) -> tuple[int, str]:
+        return (0 if s in BASELINE_FIRST else 2 if s in BASELINE_LAST else 1, s)
 
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if not numeric and max((len(str(v)) for v in done[x].unique().to_list()), default=0) > 6:
-            for label in ax.get_xticklabels():
-                label.set_rotation(25)
-                label.set_horizontalalignment("right")
-        ax.set_xlabel(x)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} by {x}")
-        ax.grid(alpha=0.3)
-        if len(groups) > 1 or groups[0] is not None:
-            ax.legend(title=line_by, fontsize="small")
-    fig.tight_layout()
-    return fig
+    return sorted(set(names), key=key)
+
+
+def colour(label: str) -> str:
+    """The same colour for a strategy in every figure of every study (registry order), others by hash."""
+    from ..strategies import STRATEGIES
+
+    names = strategy_order(list(STRATEGIES))
+    if label in names:
+        return PALETTE[names.index(label) % len(PALETTE)]
+    return PALETTE[sum(map(ord, label)) % len(PALETTE)]
+
+
+def groups_colours() -> set[str]:
+    """Labels with a fixed colour of their own (strategies); other series take the palette in order."""
+    from ..strategies import STRATEGIES
+
+    return set(STRATEGIES)
 
 
 def _plt():
@@ -65,104 +57,348 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update(
+        {
+            "svg.fonttype": "none",  # text stays text in the SVG (editable, searchable)
+            "pdf.fonttype": 42,  # TrueType in the PDF, as journals ask
+            "ps.fonttype": 42,
+            "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+            "font.size": 9,
+            "axes.titlesize": 10,
+            "legend.fontsize": 8,
+        }
+    )
     return plt
 
 
+def _wrap(title: str, fig: Figure, chars_per_inch: float = 11) -> str:
+    return "\n".join(textwrap.wrap(title, width=max(24, int(fig.get_figwidth() * chars_per_inch))))
+
+
+def _metric_axis(ax: Axes, metric: str, top: float | None = None) -> None:
+    """Dice and IoU from 0 (a 0.007 spread must not look like a trend); the top a little above the data."""
+    if any(metric.endswith(m) or f"/{m}" in metric for m in Y_RANGE_METRICS):
+        ax.set_ylim(0, min(1.0, max(0.1, (top or 1.0) * 1.08)) if top is not None else 1.0)
+
+
+def _legend_outside(ax: Axes, title: str | None = None) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def caption(fig: Figure, text: str) -> None:
+    """What the error bars mean, under the axes (kept inside the saved area by ``bbox_inches='tight'``)."""
+    fig.text(0.01, -0.02, _wrap(text, fig, 14), ha="left", va="top", fontsize=7.5, color="#333333")
+
+
+def score_vs(df: pl.DataFrame, x: str, metrics: list[str], line_by: str = "strategy") -> Figure:
+    """Mean ± std over trials of each metric against ``x`` (finished trials), one series per ``line_by``.
+
+    A numeric ``x`` is drawn as lines (an ordered axis); a categorical one as dodged points. The bars are the
+    std over the group's trials (several configurations pooled: a spread, not an interval), said in the caption.
+    """
+    import numpy as np
+    import polars as pl
+
+    plt = _plt()
+    done = df.filter(pl.col("state") == "done")
+    metrics = [m for m in metrics if m in done.columns]
+    numeric = done.schema.get(x, pl.String).is_numeric() if x in done.columns else False
+    n = max(len(metrics), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1.4, 3.4), squeeze=False)
+    groups: list[str | None] = [None]
+    if line_by != x and line_by in done.columns:
+        groups = strategy_order(done[line_by].cast(pl.String).unique().to_list())
+    levels = (
+        sorted(done[x].unique().to_list(), key=lambda v: (v is None, v if numeric else str(v)))
+        if x in done.columns
+        else []
+    )
+    if x == "strategy":
+        levels = strategy_order([str(v) for v in levels])
+    for ax, metric in zip(axes[0], metrics):
+        top = 0.0
+        for i, g in enumerate(groups):
+            sub = done if g is None else done.filter(pl.col(line_by).cast(pl.String) == g)
+            agg = sub.group_by(x).agg(
+                pl.col(metric).cast(pl.Float64).mean().alias("m"),
+                pl.col(metric).cast(pl.Float64).std().alias("s"),
+            )
+            got = {v: (m, s) for v, m, s in agg.iter_rows()}
+            ys = [got.get(v, (None, None))[0] for v in levels]
+            es = [got.get(v, (None, None))[1] or 0.0 for v in levels]
+            ys_a = np.array([np.nan if y is None else y for y in ys], float)
+            top = max(top, float(np.nanmax(ys_a + np.array(es))) if np.isfinite(ys_a).any() else 0.0)
+            label = None if g is None else str(g)
+            c = colour(str(g)) if g is not None else PALETTE[0]
+            if numeric:
+                ax.errorbar(levels, ys_a, yerr=es, marker="o", capsize=3, label=label, color=c, lw=1.2, ms=4)
+            else:
+                off = (i - (len(groups) - 1) / 2) * min(0.8 / max(len(groups), 1), 0.2)
+                xs = np.arange(len(levels)) + off
+                ax.errorbar(xs, ys_a, yerr=es, fmt="o", capsize=3, label=label, color=c, ms=4)
+        if not numeric:
+            names = [str(v) for v in levels]
+            ax.set_xticks(range(len(levels)), names, rotation=25 if max(map(len, names), default=0) > 6 else 0,
+                          ha="right" if max(map(len, names), default=0) > 6 else "center")  # fmt: skip
+        elif done.schema[x].is_integer():
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(x)
+        ax.set_ylabel(metric)
+        ax.set_title(_wrap(f"{metric} by {x}", fig))
+        ax.grid(alpha=0.3, axis="y")
+        _metric_axis(ax, metric, top)
+    if groups != [None]:
+        _legend_outside(axes[0][-1], line_by)
+    fig.tight_layout()
+    caption(fig, "Mean ± std over the finished trials of each group (configurations pooled: a spread, not a CI).")
+    return fig
+
+
+FORMATS = (".png", ".pdf", ".svg")
+FIGURE_VERSION = "3"  # bump when the drawing code changes, so unchanged data is drawn again once
+
+
+def figure_key(fig: Figure) -> str:
+    """A digest of what the figure shows (data rounded to 3 decimals, ~1 px at 300 dpi on a Dice axis; texts;
+    size): equal keys, pictures that differ by less than a pixel.
+
+    Rendering three formats at 300 dpi is most of ``analyze``'s time; a figure whose content did not change
+    since the last run (a study polled while trials finish elsewhere) is not drawn again.
+    """
+    import hashlib
+
+    import numpy as np
+    from matplotlib.text import Text
+
+    h = hashlib.sha256(f"{FIGURE_VERSION}|{tuple(fig.get_size_inches())}".encode())
+
+    def arr(a: object) -> None:
+        try:
+            h.update(np.round(np.ma.filled(np.ma.asarray(a, dtype=float), np.nan), 3).tobytes())
+        except (TypeError, ValueError):
+            h.update(repr(a).encode())
+
+    for ax in fig.axes:
+        h.update(f"ax|{ax.get_xlabel()}|{ax.get_ylabel()}".encode())
+        arr([*ax.get_position().bounds, *ax.get_ylim(), *ax.get_xlim()])
+        for line in ax.lines:
+            arr(line.get_xydata())
+            h.update(f"{line.get_color()}{line.get_linestyle()}{line.get_marker()}".encode())
+        for patch in ax.patches:  # bars: their data-space rectangle (display coordinates would shift with noise)
+            get = [getattr(patch, f"get_{k}", None) for k in ("x", "y", "width", "height")]
+            arr([g() for g in get] if all(get) else patch.get_path().vertices)
+            h.update(str(patch.get_facecolor()).encode())
+        for coll in ax.collections:
+            for seg in getattr(coll, "get_segments", lambda: [])():
+                arr(seg)
+            arr(coll.get_offsets())
+        for image in ax.images:
+            arr(image.get_array())
+        arr(ax.get_xticks())
+        h.update("|".join(lbl.get_text() for lbl in ax.get_xticklabels()).encode())
+    for t in fig.findobj(Text):
+        h.update(t.get_text().encode())
+    return h.hexdigest()[:20]
+
+
+def _up_to_date(fig: Figure, stem: Path) -> tuple[bool, str]:
+    key = figure_key(fig)
+    marker = stem.with_name(f".{stem.name}.key")
+    try:
+        same = marker.read_text(encoding="utf-8") == key
+    except OSError:
+        same = False
+    return same and all(stem.with_suffix(ext).is_file() for ext in FORMATS), key
+
+
+def save_all(items: list[tuple[Figure, Path]]) -> list[list[Path]]:
+    """``save`` for every figure (unchanged ones are skipped); the paths written, per figure.
+
+    (Drawing in a forked second process was measured on the 2-core CI machine: slower under load, so not done.)
+    """
+    return [save(fig, stem) for fig, stem in items]
+
+
 def save(fig: Figure, stem: Path) -> list[Path]:
-    """PNG and SVG next to each other, each written to a temporary name and renamed; closes the figure."""
+    """PNG (300 dpi), PDF and SVG (text kept as text) next to each other, each written to a temporary name and
+    renamed; cropped to everything drawn (titles, outside legends, captions); closes the figure. A figure whose
+    content matches the one already on disk (``figure_key``, kept in ``.<stem>.key``) is not drawn again."""
     plt = _plt()
     stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(ext) for ext in FORMATS]
+    marker = stem.with_name(f".{stem.name}.key")
+    same, key = _up_to_date(fig, stem)
+    if same:
+        plt.close(fig)
+        return paths
+    marker.unlink(missing_ok=True)  # a crash below must not leave a key that vouches for half-written files
     out = []
-    for ext, kw in ((".png", {"dpi": 110}), (".svg", {})):
+    # one tight box for the three formats (bbox_inches="tight" would draw the figure twice per format)
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.05)
+    for ext, kw in ((".png", {"dpi": DPI}), (".pdf", {}), (".svg", {"metadata": {"Date": None}})):
         path = stem.with_suffix(ext)
         tmp = path.with_name(f".{path.name}.tmp{ext}")
-        fig.savefig(tmp, **kw)
+        fig.savefig(tmp, bbox_inches=box, **kw)
         tmp.replace(path)
         out.append(path)
     plt.close(fig)
+    tmp = marker.with_name(f"{marker.name}.tmp")
+    tmp.write_text(key, encoding="utf-8")
+    tmp.replace(marker)
     return out
 
 
-def line_panels(panels: list[tuple[str, dict[str, tuple[list, list]]]], xlabel: str, ylabel: str) -> Figure:
-    """One axis per panel (title, {line label: (xs, ys)})."""
+Series = tuple[list, list, list]  # xs, ys, 95 % half-widths (None: no interval)
+
+
+def line_panels(panels: list[tuple[str, dict[str, Series]]], xlabel: str, ylabel: str, note: str = "") -> Figure:
+    """One axis per panel (title, {series label: (xs, ys, half-widths)}): a numeric x (e.g. prompt depth), so the
+    points of a series are joined; error bars where an interval exists; one shared legend outside."""
+    import numpy as np
+
     plt = _plt()
     n = max(len(panels), 1)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.6, 3.0 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    labels = list(dict.fromkeys(label for _, lines in panels for label in lines))
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    colour = {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}  # same colour in every panel
+    labels = strategy_order([label for _, lines in panels for label in lines])
+    handles = {}
     for ax, (title, lines) in zip(axes.flat, panels):
-        for label, (xs, ys) in lines.items():
-            ax.plot(xs, ys, marker="o", label=label, color=colour[label])
-        ax.set_title(title)
+        top = 0.0
+        for label in labels:
+            if label not in lines:
+                continue
+            xs, ys, es = lines[label]
+            err = [0.0 if e is None else e for e in es]
+            ys_a = np.array([np.nan if y is None else y for y in ys], float)
+            if np.isfinite(ys_a).any():
+                top = max(top, float(np.nanmax(ys_a + np.array(err))))
+            h = ax.errorbar(xs, ys_a, yerr=err, marker="o", capsize=3, label=label, color=colour(label), lw=1.2, ms=4)
+            handles[label] = h
+        ax.set_title(_wrap(title, fig, 30 / cols))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        xs_all = [x for xs, _ in lines.values() for x in xs]
+        _metric_axis(ax, ylabel, top)
+        xs_all = [x for xs, _, _ in lines.values() for x in xs]
         if xs_all and all(isinstance(x, int) and not isinstance(x, bool) for x in xs_all):
             from matplotlib.ticker import MaxNLocator
 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # depths 1, 2, 3, not 1.5
-        if lines:
-            ax.legend(fontsize="small")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.98), frameon=False)
     fig.tight_layout()
+    if note:
+        caption(fig, note)
     return fig
 
 
-def heatmap(rows: list[str], cols: list[str], values: list[list[float | None]], title: str) -> Figure:
+def heatmap(
+    rows: list[str], cols: list[str], values: list[list[float | None]], title: str, vmin: float = 0.0,
+    vmax: float = 1.0, errors: list[list[float | None]] | None = None,
+) -> Figure:  # fmt: skip
+    """A fixed colour scale (0 to 1 for Dice), so a 0.003 gap looks like one; the interval printed in the cell."""
     import numpy as np
 
     plt = _plt()
     a = np.array([[np.nan if v is None else v for v in r] for r in values], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 2.5, 0.45 * len(rows) + 1.6))
-    im = ax.imshow(np.ma.masked_invalid(a), cmap="viridis", aspect="auto")
+    fig, ax = plt.subplots(figsize=(1.25 * len(cols) + 2.8, 0.42 * len(rows) + 1.7))
+    im = ax.imshow(np.ma.masked_invalid(a), cmap="cividis", aspect="auto", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    finite = a[np.isfinite(a)]
-    mid = float(finite.mean()) if finite.size else 0.0
+    mid = (vmin + vmax) / 2
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            text = "–" if not np.isfinite(a[i, j]) else f"{a[i, j]:.3f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if a[i, j] < mid else "black")
+            if not np.isfinite(a[i, j]):
+                text = "–"
+            else:
+                e = errors[i][j] if errors else None
+                text = f"{a[i, j]:.3f}" + (f"\n±{e:.3f}" if e is not None and np.isfinite(e) else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="white" if a[i, j] < mid else "black")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    import textwrap
-
-    # wrap long titles to the figure's width instead of letting them run off both sides
-    ax.set_title("\n".join(textwrap.wrap(title, width=max(24, int(fig.get_figwidth() * 9)))), fontsize="medium")
+    ax.set_title(_wrap(title, fig), fontsize="medium")
     fig.tight_layout()
     return fig
 
 
-def grouped_bars(groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str) -> Figure:
+def grouped_bars(
+    groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
+    errors: dict[str, list[float | None]] | None = None, note: str = "",
+) -> Figure:  # fmt: skip
+    """Bars per group and series (categorical axis), error bars where given, legend outside, y from 0."""
     import numpy as np
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(groups) * max(len(series), 1) * 0.6 + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(3.6, 0.55 * len(groups) * max(len(series), 1) + 1.5) + 1.6, 3.3))
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
+    top = 0.0
     for i, (label, vals) in enumerate(series.items()):
-        ys = [np.nan if v is None else v for v in vals]
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, ys, width, label=label)
-    ax.set_xticks(x, groups, rotation=20, ha="right")
+        ys = np.array([np.nan if v is None else v for v in vals], float)
+        err = None
+        if errors and label in errors:
+            err = np.array([0.0 if e is None else e for e in errors[label]], float)
+        c = colour(label) if label in groups_colours() else PALETTE[i % len(PALETTE)]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, ys, width, label=label, yerr=err, capsize=2, color=c)
+        if np.isfinite(ys).any():
+            top = max(top, float(np.nanmax(ys + (err if err is not None else 0))))
+    ax.set_xticks(x, groups, rotation=20 if max(map(len, groups), default=0) > 6 else 0, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, fig))
     ax.grid(alpha=0.3, axis="y")
-    if series:
-        ax.legend(fontsize="small")
+    _metric_axis(ax, ylabel, top)
+    _legend_outside(ax)
     fig.tight_layout()
+    if note:
+        caption(fig, note)
     return fig
 
 
 def barh(labels: list[str], values: list[float], xlabel: str, title: str) -> Figure:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(labels) + 1.4))
-    ax.barh(labels[::-1], values[::-1], color="tab:blue")
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(labels) + 1.4))
+    ax.barh(labels[::-1], values[::-1], color=PALETTE[0])
     ax.set_xlabel(xlabel)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, fig, 9))  # wrapped: never cut at the figure's edge
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
+    return fig
+
+
+def learning_curves(panels: list[tuple[str, dict[str, tuple[list, list]]]]) -> Figure:
+    """Per panel (a trial): train and val loss on the left axis, val Dice on the right (0 to 1), per epoch."""
+    plt = _plt()
+    n = max(len(panels), 1)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.2, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    styles = {"train/loss": (PALETTE[0], "-"), "val/loss": (PALETTE[1], "--"), "val/dice": (PALETTE[2], "-")}
+    for ax, (title, curves) in zip(axes.flat, panels):
+        right = ax.twinx()
+        for name, (xs, ys) in curves.items():
+            c, ls = styles.get(name, (PALETTE[3], ":"))
+            (right if name.endswith(("dice", "iou")) else ax).plot(xs, ys, ls, color=c, marker=".", label=name, lw=1.2)
+        right.set_ylim(0, 1)
+        right.set_ylabel("val Dice")
+        ax.set_ylabel("loss")
+        ax.set_xlabel("epoch")
+        ax.set_title(_wrap(title, fig, 30 / cols))
+        ax.grid(alpha=0.3)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    from matplotlib.lines import Line2D
+
+    proxies = [Line2D([], [], color=c, ls=ls, marker=".") for c, ls in styles.values()]
+    fig.legend(proxies, list(styles), loc="upper left", bbox_to_anchor=(1.0, 0.98), frameon=False)
+    fig.tight_layout()
+    caption(fig, CURVE_NOTE)
     return fig

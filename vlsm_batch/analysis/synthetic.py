@@ -78,6 +78,19 @@ def _write(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
 
 
+def _history(path: Path, final: float, epochs: int, rng: random.Random) -> None:
+    """A plausible history.csv: losses falling, val Dice rising towards ``final`` (the trial's val score)."""
+    rows = ["epoch,train/loss,val/loss,val/dice,val/iou,lr,train_images,train_time_s,epoch_time_s"]
+    for e in range(1, epochs + 1):
+        f = 1 - math.exp(-3 * e / epochs)
+        dice = max(0.0, final * f + rng.gauss(0, 0.003))
+        rows.append(
+            f"{e},{1.2 - 0.7 * f:.4f},{1.25 - 0.7 * f + rng.gauss(0, 0.01):.4f},{dice:.4f},{dice * 0.85:.4f},"
+            f"0.001,64,9.5,10.0"
+        )
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
 def write_study(
     root: Path,
     *,
@@ -92,8 +105,17 @@ def write_study(
     missing_cells: tuple[tuple[str, str, str], ...] = (),
     trap: bool = True,
     rng_seed: int = 0,
+    history: bool = False,
+    train: dict[str, Any] | None = None,
+    spec_version: str | None = None,
 ) -> Synthetic:
-    """Write the study folder under ``root``; ``missing_cells`` are (model, dataset, strategy) that all failed."""
+    """Write the study folder under ``root``; ``missing_cells`` are (model, dataset, strategy) that all failed.
+
+    ``history`` also writes a history.csv per finished trial (learning curves); ``train`` replaces the train
+    settings (a resubmission with other ``max_epochs`` is a second call with ``trap=False`` into the same root).
+    """
+    train = dict(TRAIN if train is None else train)
+    version = {"spec_version": spec_version} if spec_version else {}
     rng = random.Random(rng_seed)
     out = Synthetic(Path(root))
     tdir = out.root / "trials"
@@ -106,7 +128,7 @@ def write_study(
                 for k in range(n_cfg):
                     p = _params(strategy, rng)
                     for seed in seeds:
-                        t = Trial(model, dataset, strategy, seed, p, TRAIN, OBJECTIVE, sample_index=k).with_id()
+                        t = Trial(model, dataset, strategy, seed, p, train, OBJECTIVE, sample_index=k).with_id()
                         out.trials.append(t)
                         lines.append(json.dumps(t.manifest_record(), sort_keys=True))
                         d = tdir / t.trial_id
@@ -117,10 +139,10 @@ def write_study(
                         u = rng.random()
                         if (model, dataset, strategy) in missing_cells or u < failed:
                             err = {"class": "RuntimeError", "message": "planted failure"}
-                            store.import_record(TrialPaths(d), store.FAILED, executor="slurm", error=err)
+                            store.import_record(TrialPaths(d), store.FAILED, executor="slurm", error=err, **version)
                             continue
                         if u < failed + running:
-                            store.import_record(TrialPaths(d), store.RUNNING, executor="slurm")
+                            store.import_record(TrialPaths(d), store.RUNNING, executor="slurm", **version)
                             continue
                         val = y + rng.gauss(0, noise)
                         test = y + rng.gauss(0, noise)
@@ -137,6 +159,12 @@ def write_study(
                             "wall_time_s": 100.0,
                         }
                         _write(d / "metrics.json", metrics)
-                        store.import_record(TrialPaths(d), store.DONE, executor="slurm")
-    (out.root / "trials.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                        if history:
+                            _history(d / "history.csv", val, int(train.get("max_epochs", 20)), rng)
+                        store.import_record(TrialPaths(d), store.DONE, executor="slurm", **version)
+    manifest = out.root / "trials.jsonl"
+    known = manifest.read_text(encoding="utf-8").splitlines() if manifest.is_file() else []
+    seen = set(known)
+    lines = known + [ln for ln in lines if ln not in seen]  # a resubmission adds its trials
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -3,6 +3,9 @@
 Selection rule (everywhere): a configuration (a trial's parameters without its seed) is scored by the mean of
 the validation objective over its seeds; the best configuration of a (model, dataset, strategy) cell is chosen on
 that score and then *reported* on test (mean, std and 95 % t-interval over seeds). Test metrics never choose.
+
+Intervals are only ever over the seeds of one configuration (a configuration includes every train setting):
+a ``--by`` group that pools several configurations reports their spread (std over trials) but no interval.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ if TYPE_CHECKING:
 CELL = ("model", "dataset", "strategy")
 # Columns of the trial frame that are neither parameters nor metrics.
 META = {"trial_id", "model", "dataset", "strategy", "seed", "sample_index", CONFIG, "state", "error_class", SIG,
-        "dataset_domain", "domain", "towers"}  # fmt: skip
+        "dataset_domain", "domain", "towers", "spec_version"}  # fmt: skip
+
+
+def resolve_columns(df: pl.DataFrame, by: list[str]) -> list[str]:
+    """``--by max_epochs`` means ``train.max_epochs`` when the trials have no parameter of that name."""
+    from .collect import TRAIN_PREFIX
+
+    return [b if b in df.columns or f"{TRAIN_PREFIX}{b}" not in df.columns else f"{TRAIN_PREFIX}{b}" for b in by]
 
 
 def check_columns(df: pl.DataFrame, by: list[str]) -> None:
@@ -88,21 +98,29 @@ def apply_bins(df: pl.DataFrame, bins: dict[str, int]) -> pl.DataFrame:
 
 
 def grouped(df: pl.DataFrame, by: list[str], objective: str, test_metric: str = "test/dice") -> pl.DataFrame:
-    """Count, mean, std, 95 % half-width and max of the objective and the test metric per group (finished trials)."""
+    """Per group of finished trials: count, configurations, mean, std over trials and max of the objective and the
+    test metric; ``ci95`` only where the group is one configuration (an interval over its seeds), else null."""
     import polars as pl
 
     check_columns(df, by)
     d = done(df)
     aggs = [pl.len().alias("n")]
+    if CONFIG in d.columns:
+        aggs.append(pl.col(CONFIG).n_unique().alias("n_configs"))
     metrics = [m for m in dict.fromkeys([objective, test_metric]) if m in d.columns]
     for metric in metrics:
         col = pl.col(metric).cast(pl.Float64)
         aggs += [col.mean().alias(f"{metric} mean"), col.std().alias(f"{metric} std"), col.max().alias(f"{metric} max")]
     out = d.group_by(by).agg(aggs).sort(by, nulls_last=True)
+    one = out["n_configs"].to_list() if "n_configs" in out.columns else [1] * out.height
     for metric in metrics:
-        ci = [ci95_halfwidth(s, n) for s, n in zip(out[f"{metric} std"].to_list(), out["n"].to_list())]
+        ci = [
+            ci95_halfwidth(s, n) if k == 1 else None
+            for s, n, k in zip(out[f"{metric} std"].to_list(), out["n"].to_list(), one)
+        ]
         out = out.with_columns(pl.Series(f"{metric} ci95", ci, dtype=pl.Float64))
-    order = [*by, "n"] + [f"{m} {s}" for m in metrics for s in ("mean", "std", "ci95", "max")]
+    counts = ["n", *(["n_configs"] if "n_configs" in out.columns else [])]
+    order = [*by, *counts] + [f"{m} {s}" for m in metrics for s in ("mean", "std", "ci95", "max")]
     return out.select(order)
 
 
@@ -122,6 +140,11 @@ def configs(df: pl.DataFrame, objective: str, report: list[str]) -> pl.DataFrame
         pl.col("trial_id").sort().str.join(",").alias("trial_ids"),
         pl.col(objective).cast(pl.Float64).mean().alias("objective"),
         *[pl.col(c).first() for c in carried],
+        *(
+            [pl.col("spec_version").drop_nulls().unique().sort().str.join(",").alias("spec_versions")]
+            if "spec_version" in d.columns and d.schema["spec_version"] == pl.String
+            else []
+        ),
     ]
     metrics = [m for m in dict.fromkeys(report) if m in d.columns]
     for m in metrics:

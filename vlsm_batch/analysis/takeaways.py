@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import VlsmBatchError
 from . import plots
-from .stats import levels_of, omega_squared, within_slope
+from .stats import Paired, levels_of, omega_squared, paired, within_slope
 from .tables import CELL, best, param_columns
 
 if TYPE_CHECKING:
@@ -97,10 +97,58 @@ def _need(ctx: Context, spec: TakeawaySpec) -> None:
 
 
 def _strategy_order(names: list[str]) -> list[str]:
-    def key(s: str) -> tuple[int, str]:
-        return (0 if s == "zero_shot" else 2 if s == "finetune" else 1, s)
+    return plots.strategy_order(names)
 
-    return sorted(set(names), key=key)
+
+def seed_scores(ctx: Context, rows: pl.DataFrame, metric: str) -> dict[tuple[str, str, str], dict[int, float]]:
+    """Per (model, dataset, strategy) of ``rows`` (configurations with ``trial_ids``): the metric of each seed."""
+    import polars as pl
+
+    if "trial_ids" not in rows.columns or metric not in ctx.df.columns:
+        return {}
+    ids = {tid for s in rows["trial_ids"].to_list() for tid in (s or "").split(",") if tid}
+    sub = ctx.df.filter(pl.col("trial_id").is_in(list(ids))).select("trial_id", "seed", metric)
+    by_id = {tid: (seed, v) for tid, seed, v in sub.iter_rows()}
+    out: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in rows.select("model", "dataset", "strategy", "trial_ids").iter_rows():
+        vals = {}
+        for tid in (r[3] or "").split(","):
+            seed, v = by_id.get(tid, (None, None))
+            if seed is not None and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                vals[int(seed)] = float(v)
+        out[(r[0], r[1], r[2])] = vals
+    return out
+
+
+def pair_up(
+    scores: dict[tuple[str, str, str], dict[int, float]], a: str, b: str, key: str = "strategy"
+) -> Paired | None:
+    """a − b paired over (model, dataset) and, where both ran them, seeds (else the cells' seed means)."""
+    xa, xb = [], []
+    for (model, dataset, strategy), va in scores.items():
+        if strategy != a:
+            continue
+        vb = scores.get((model, dataset, b))
+        if not va or not vb:
+            continue
+        common = sorted(set(va) & set(vb))
+        if common:
+            xa += [va[s] for s in common]
+            xb += [vb[s] for s in common]
+        else:
+            xa.append(sum(va.values()) / len(va))
+            xb.append(sum(vb.values()) / len(vb))
+    return paired(xa, xb)
+
+
+def claim(p: Paired | None, a: str, b: str, metric: str) -> str:
+    """A claim no stronger than the interval: "a beats b by ..." or "no clear difference between a and b"."""
+    if p is None:
+        return f"{a} and {b} never ran on the same dataset"
+    if p.clear:
+        word = "ahead of" if p.effect > 0 else "behind"
+        return f"{a} is {word} {b} by {p.text()} {metric}"
+    return f"no clear difference between {a} and {b} ({a} − {b} {p.text()})"
 
 
 def _join(items: list[str]) -> str:
@@ -145,20 +193,23 @@ def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     cfg = ctx.cfg.filter(pl.col(x).is_not_null())
     col = _col(spec)
     at_x = per_level(ctx, cfg, x, col, spec.options.get("select", "best"))
+    ci_col = f"{spec.metric} ci95"
+    ci_expr = pl.col(ci_col).first() if ci_col in at_x.columns else pl.lit(None, dtype=pl.Float64)
     per_ds = (
-        at_x.group_by(["dataset", lines, x]).agg(pl.col(col).mean().alias(spec.metric), pl.len().alias("n_cells"))
-    ).with_columns(pl.col("dataset").alias("scope"))
+        at_x.group_by(["dataset", lines, x]).agg(
+            pl.col(col).mean().alias(spec.metric), pl.len().alias("n_cells"), ci_expr.alias("_ci")
+        )
+    ).with_columns(
+        pl.col("dataset").alias("scope"),
+        pl.when(pl.col("n_cells") == 1).then(pl.col("_ci")).otherwise(None).alias("ci95"),  # over seeds only
+    )
     pooled = (
         per_ds.group_by([lines, x])
         .agg(pl.col(spec.metric).mean(), pl.col("n_cells").sum())
-        .with_columns(pl.lit("pooled").alias("scope"))
+        .with_columns(pl.lit("pooled").alias("scope"), pl.lit(None, dtype=pl.Float64).alias("ci95"))
     )
-    table = pl.concat(
-        [
-            pooled.select("scope", lines, x, spec.metric, "n_cells"),
-            per_ds.select("scope", lines, x, spec.metric, "n_cells"),
-        ]
-    )
+    cols_out = ["scope", lines, x, spec.metric, "ci95", "n_cells"]
+    table = pl.concat([pooled.select(cols_out), per_ds.select(cols_out)])
     table = table.sort([pl.col("scope") != "pooled", "scope", lines, x])
     slopes = []
     for name in _strategy_order(at_x[lines].unique().to_list()):
@@ -206,14 +257,22 @@ def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     sentence = sentence[0].upper() + sentence[1:]
     max_panels = int(spec.options.get("max_panels", 6))
     panels = []
-    for scope in ["pooled", *sorted(per_ds["dataset"].unique().to_list())][: max_panels + 1]:
+    names_ds = sorted(per_ds["dataset"].unique().to_list())
+    scopes = (["pooled"] if len(names_ds) > 1 else []) + names_ds  # one dataset: no duplicate "pooled" panel
+    for scope in scopes[: max_panels + 1]:
         sub = table.filter(pl.col("scope") == scope)
         series = {}
         for name in _strategy_order(sub[lines].unique().to_list()):
             s = sub.filter(pl.col(lines) == name).sort(x)
-            series[name] = (s[x].to_list(), s[spec.metric].to_list())
-        panels.append((scope, series))
-    fig = plots.line_panels(panels, x, spec.metric)
+            series[name] = (s[x].to_list(), s[spec.metric].to_list(), s["ci95"].to_list())
+        panels.append((scope if scope != "pooled" else "pooled (mean over datasets)", series))
+    fig = plots.line_panels(
+        panels,
+        x,
+        spec.metric,
+        "Best configuration per cell and value of the parameter (chosen on validation); error bars: 95 % CI over "
+        "seeds where a point has several (none on pooled panels).",
+    )
     if slope_table is not None:
         facts["slope_table"] = slope_table.to_dicts()
     return Takeaway(spec, sentence, facts, table, fig)
@@ -248,46 +307,62 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
             values.append(vals)
     table = pl.DataFrame(rows)
     wins: dict[str, int] = {}
-    ft_wins = ft_n = 0
-    zs_gaps = []
     for model in models:
         mb = b.filter(pl.col("model") == model)
         for ds in datasets:
-            d = mb.filter(pl.col("dataset") == ds)
-            prompt = d.filter(~pl.col("strategy").is_in(BASELINES))
+            prompt = mb.filter((pl.col("dataset") == ds) & ~pl.col("strategy").is_in(BASELINES))
             if prompt.height:
                 top = prompt.sort(col, descending=True).row(0, named=True)
                 wins[top["strategy"]] = wins.get(top["strategy"], 0) + 1
-                ft = d.filter(pl.col("strategy") == "finetune")
-                if ft.height:
-                    ft_n += 1
-                    ft_wins += int(ft[col][0] > top[col])
-                zs = d.filter(pl.col("strategy") == "zero_shot")
-                if zs.height:
-                    zs_gaps.append(top[col] - zs[col][0])
     n = sum(wins.values())
     ranked = sorted(wins.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked:
+        raise Skip("no prompt-tuning strategy finished on any dataset")
+    scores = seed_scores(ctx, b, spec.metric)
+    prompt_names = [s for s in _strategy_order(b["strategy"].to_list()) if s not in BASELINES]
+    means = b.filter(pl.col("strategy").is_in(prompt_names)).group_by("strategy").agg(pl.col(col).mean())
+    leader = means.sort([col, "strategy"], descending=[True, False])["strategy"][0]  # highest mean over cells
+    comparisons = {o: pair_up(scores, leader, o) for o in prompt_names if o != leader}
+    clear = [o for o, p in comparisons.items() if p is not None and p.clear and p.effect > 0]
+    unclear = [o for o, p in comparisons.items() if p is not None and not p.clear]
     facts: dict[str, Any] = {
         "metric": spec.metric,
         "wins": dict(ranked),
         "n_datasets": n,
-        "finetune_wins": ft_wins,
-        "finetune_n": ft_n,
-        "zero_shot_gap": sum(zs_gaps) / len(zs_gaps) if zs_gaps else None,
+        "leader": leader,
+        "comparisons": {o: None if p is None else p.__dict__ for o, p in comparisons.items()},
     }
-    if not ranked:
-        raise Skip("no prompt-tuning strategy finished on any dataset")
-    winner, k = ranked[0]
-    facts.update(winner=winner, winner_n=k)
-    others = ", ".join(f"{s} on {c}" for s, c in ranked[1:])
-    sentence = f"{winner} is the best prompt tuning on {k} of {n} (model, dataset) pairs" + (
-        f" ({others})" if others else ""
+    ft = pair_up(scores, "finetune", leader) if any(k[2] == "finetune" for k in scores) else None
+    zs = pair_up(scores, "zero_shot", leader) if any(k[2] == "zero_shot" for k in scores) else None
+    facts["finetune_vs_leader"] = None if ft is None else ft.__dict__
+    facts["zero_shot_vs_leader"] = None if zs is None else zs.__dict__
+    facts["zero_shot_gap"] = None if zs is None else zs.effect
+    if len(prompt_names) == 1:
+        sentence = f"{leader} is the only prompt tuning that finished ({n} (model, dataset) pair(s))"
+        facts["winner"] = leader
+    elif not unclear and clear:
+        facts["winner"] = leader
+        sentence = f"{leader} is the best prompt tuning: " + "; ".join(
+            claim(comparisons[o], leader, o, spec.metric) for o in clear
+        )
+    else:
+        facts["winner"] = None  # no winner is named while an interval includes 0
+        sentence = f"{leader} has the highest mean {spec.metric} but is not clearly best: " + "; ".join(
+            claim(p, leader, o, spec.metric) for o, p in comparisons.items()
+        )
+    if ft is not None:
+        sentence += f"; end-to-end finetuning vs {leader}: " + (
+            f"{ft.text()}" if ft.clear else f"no clear difference ({ft.text()})"
+        )
+    if zs is not None:
+        sentence += f"; zero-shot vs {leader}: {zs.text()}"
+    fig = plots.heatmap(
+        labels,
+        datasets,
+        values,
+        f"{spec.metric} (mean ± 95 % CI over seeds): best configuration per cell, chosen on validation",
+        errors=[[r.get(f"{ds} ci95") for ds in datasets] for r in rows],
     )
-    if ft_n:
-        sentence += f"; end-to-end finetuning beats it on {ft_wins} of {ft_n}"
-    if zs_gaps:
-        sentence += f"; zero-shot trails it by {_fmt(facts['zero_shot_gap'])} {spec.metric} on average"
-    fig = plots.heatmap(labels, datasets, values, f"{spec.metric}: best configuration per cell (chosen on validation)")
     return Takeaway(spec, sentence + ".", facts, table, fig)
 
 
@@ -347,7 +422,14 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     sentence = "; ".join(parts) + "."
     sentence = sentence[0].upper() + sentence[1:]
     series = {dom: table[dom].to_list() for dom in domains}
-    fig = plots.grouped_bars(table["strategy"].to_list(), series, spec.metric, "Medical vs natural datasets")
+    fig = plots.grouped_bars(
+        table["strategy"].to_list(),
+        series,
+        spec.metric,
+        "Medical vs natural datasets",
+        note="Mean over the datasets of each domain of the best configuration per cell; no error bars: datasets "
+        "are not replicates (n per bar in the table).",
+    )
     return Takeaway(spec, sentence, facts, table, fig)
 
 
@@ -364,7 +446,9 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         b.sort("objective", descending=ctx.mode == "max")
         .group_by(["model", "dataset", "towers"], maintain_order=True)
         .first()
-        .select("model", "dataset", "towers", "strategy", col)
+        .select(
+            "model", "dataset", "towers", "strategy", col, *([ci] if (ci := f"{spec.metric} ci95") in b.columns else [])
+        )
     )
     families = [f for f in ("unimodal text", "unimodal visual", "multimodal") if f in fam["towers"].to_list()]
     if ref not in families:
@@ -376,22 +460,40 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         if f == ref:
             continue
         both = table.filter(pl.col(f).is_not_null() & pl.col(ref).is_not_null())
-        gap = (both[ref] - both[f]).to_list()
-        within = sum(g <= tol for g in gap)
+        gap = (both[ref] - both[f]).to_list()  # signed: ref - family
+        within = sum(abs(g) <= tol for g in gap)  # "within" is a distance, either side
         key = f.split()[-1]
         facts[f"{key}_within"], facts[f"{key}_n"] = within, both.height
         facts[f"{key}_mean_gap"] = sum(gap) / len(gap) if gap else None
+        test = paired(both[ref].to_list(), both[f].to_list())
+        facts[f"{key}_paired"] = None if test is None else test.__dict__
         label = {"unimodal visual": "visual prompt tuning", "unimodal text": "textual prompt tuning"}.get(f, f)
+        verdict = "no clear difference" if test is None or not test.clear else "a clear difference"
         parts.append(
             f"{label} is within {tol:g} {spec.metric} of {ref} on {within} of {both.height} "
-            f"datasets (mean gap {_fmt(facts[f'{key}_mean_gap'], True)})"
+            f"datasets ({ref} − {label.split()[0]}: {test.text() if test else 'n/a'}, paired over datasets; "
+            f"{verdict})"
         )
     if not parts:
         raise Skip("no unimodal strategy finished")
     sentence = "; ".join(parts) + "."
     sentence = sentence[0].upper() + sentence[1:]
     groups = [d if table["model"].n_unique() == 1 else f"{m}/{d}" for m, d in zip(table["model"], table["dataset"])]
-    fig = plots.grouped_bars(groups, {f: table[f].to_list() for f in families}, spec.metric, "Unimodal vs multimodal")
+    errors = None
+    if f"{spec.metric} ci95" in fam.columns:
+        cis = fam.pivot(on="towers", index=["model", "dataset"], values=f"{spec.metric} ci95").sort(
+            ["model", "dataset"]
+        )
+        errors = {f: cis[f].to_list() for f in families if f in cis.columns}
+    fig = plots.grouped_bars(
+        groups,
+        {f: table[f].to_list() for f in families},
+        spec.metric,
+        "Unimodal vs multimodal",
+        errors=errors,
+        note="Best strategy of each family per dataset (chosen on validation); error bars: 95 % CI over seeds "
+        "(none with one seed).",
+    )
     return Takeaway(spec, sentence, facts, table, fig)
 
 
@@ -496,9 +598,9 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     if ref not in levels:
         raise Skip(f"reference level {ref!r} of {p} never finished")
     base = lv.filter(pl.col("_level") == ref).select(*CELL, pl.col(col).alias("_ref"))
-    paired = lv.join(base, on=list(CELL)).with_columns((pl.col(col) - pl.col("_ref")).alias("diff"))
+    pairs = lv.join(base, on=list(CELL)).with_columns((pl.col(col) - pl.col("_ref")).alias("diff"))
     table = (
-        paired.group_by(["strategy", "_level"])
+        pairs.group_by(["strategy", "_level"])
         .agg(
             pl.col(col).mean().alias(spec.metric),
             pl.col("diff").mean().alias(f"vs {ref}"),
@@ -513,13 +615,16 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     for level in levels:
         if level == ref:
             continue
-        d = paired.filter(pl.col("_level") == level)
+        d = pairs.filter(pl.col("_level") == level)
         mean = d["diff"].mean()
         better = int((d["diff"] > 0).sum())
         facts[f"{level}_diff"], facts[f"{level}_better"], facts[f"{level}_cells"] = mean, better, d.height
+        test = paired(d[col].to_list(), d["_ref"].to_list())
+        facts[f"{level}_paired"] = None if test is None else test.__dict__
+        says = "" if test is not None and test.clear else "no clear difference: "
         parts.append(
-            f"{p}={level} vs {ref}: {_fmt(mean, True)} {spec.metric} on average "
-            f"(better in {better} of {d.height} cells)"
+            f"{p}={level} vs {ref}: {says}{test.text() if test else _fmt(mean, True)} {spec.metric} "
+            f"(paired over cells; better in {better} of {d.height} cells)"
         )
     sentence = "; ".join(parts) + "."
     strategies = _strategy_order(table["strategy"].to_list())
@@ -528,7 +633,13 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         s = table.filter(pl.col(p) == level)
         m = dict(zip(s["strategy"], s[spec.metric]))
         series[f"{p}={level}"] = [m.get(st) for st in strategies]
-    fig = plots.grouped_bars(strategies, series, spec.metric, spec.title)
+    fig = plots.grouped_bars(
+        strategies,
+        series,
+        spec.metric,
+        spec.title,
+        note="Mean over cells per level; the paired difference with its 95 % CI and n is in the sentence.",
+    )
     return Takeaway(spec, sentence, facts, table, fig)
 
 

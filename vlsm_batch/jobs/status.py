@@ -1,18 +1,80 @@
-"""``status``: where every trial of a study stands, grouped by model and strategy, failures with log tails."""
+"""``status``: where every trial of a study stands, grouped by model and strategy, running trials with their
+epoch and ETA (read from their ``history.csv``: training writes it every epoch and knows nothing of this
+module), failures with log tails."""
 
 from __future__ import annotations
 
+import csv
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..layout import StudyLayout
 from ..textable import render
 from .logs import error_log, tail_lines, trial_log_files
-from .store import FAILED, NEW, PENDING, REQUEUED, RUNNING, STATES
+from .store import FAILED, NEW, PENDING, PRUNED, REQUEUED, RUNNING, STATES
 from .study import TrialView, spec_history, study_states
 
 COLUMNS = tuple(str(s) for s in STATES)
+MAX_RUNNING_SHOWN = 40  # the rest summarised in one line (a 60-job array fits a terminal)
+
+
+@dataclass
+class Progress:
+    """How far a running trial is: from the last row of its history.csv and its max_epochs."""
+
+    epoch: int | None
+    max_epochs: int | None
+    objective: float | None  # the last epoch's validation objective
+    s_per_epoch: float | None  # mean over the epochs of history.csv
+    eta_s: float | None  # (max_epochs - epoch) x s/epoch: an upper bound (early stopping may end sooner)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def read_progress(history: Path, max_epochs: int | None, metric: str) -> Progress:
+    """Progress from a history.csv that may be absent, half-written or from an earlier attempt (never raises)."""
+    try:
+        with open(history, newline="", encoding="utf-8") as f:
+            rows = [
+                r
+                for r in csv.DictReader(f)
+                if (r.get("epoch") or "").strip().isdigit() and r.get("epoch_time_s") is not None  # whole rows only
+            ]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        rows = []
+    if not rows:
+        return Progress(None, max_epochs, None, None, None)
+    last = rows[-1]
+    epoch = int(last["epoch"])
+    times = [t for t in (_float(r.get("epoch_time_s")) for r in rows) if t is not None]
+    per = sum(times) / len(times) if times else None
+    eta = max(0, (max_epochs or epoch) - epoch) * per if per is not None else None
+    return Progress(epoch, max_epochs, _float(last.get(metric)), per, eta)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 ALWAYS_SHOWN = ("new", "pending", "running", "done", "failed")
 
 
@@ -41,6 +103,22 @@ class StudyStatus:
         if not values:
             return None
         return max(values) if mode == "max" else min(values)
+
+    def progress(self) -> dict[str, Progress]:
+        """Every running trial's progress (trial id -> Progress), read when asked (one small file per trial)."""
+        metric = self.objective.get("metric", "val/dice")
+        out = {}
+        for s in self.states:
+            if s.state == RUNNING:
+                max_epochs = (s.trial.train or {}).get("max_epochs")
+                out[s.trial.trial_id] = read_progress(
+                    self.layout.trial(s.trial.trial_id).history, int(max_epochs) if max_epochs else None, metric
+                )
+        return out
+
+    def finished(self) -> bool:
+        """Nothing left to run: no trial new, pending, running or requeued (what ``status --watch`` waits for)."""
+        return not any(s.state in (NEW, PENDING, RUNNING, REQUEUED) for s in self.states)
 
     def failures(self, n_lines: int = 15) -> list[dict[str, Any]]:
         out = []
@@ -71,6 +149,7 @@ class StudyStatus:
         for s in self.states:
             totals[s.state if s.state in COLUMNS else NEW] += 1
         versions = spec_history(self.layout)
+        progress = self.progress()
         return {
             "study": str(self.layout.root),
             "spec_versions": [
@@ -100,7 +179,9 @@ class StudyStatus:
                     "spec_version": s.status.spec_version,
                     "error_class": (s.status.error or {}).get("class"),
                     "requeue_reason": s.status.requeue_reason,
+                    "pruned_epoch": s.status.pruned_epoch,
                     "objective": (s.metrics or {}).get(self.objective.get("metric", "")),
+                    "progress": progress[s.trial.trial_id].as_dict() if s.trial.trial_id in progress else None,
                 }
                 for s in self.states
             ],
@@ -134,6 +215,10 @@ def format_status(st: StudyStatus) -> str:
             f"{len(requeued)} requeued (stopped by Slurm with their checkpoints; they resume when Slurm runs them "
             f"again), e.g. {requeued[0].trial.trial_id}: {requeued[0].status.requeue_reason or 'requeued'}"
         )
+    pruned = sorted(int(s.status.pruned_epoch or 0) for s in st.states if s.state == PRUNED)
+    if pruned:
+        at = ", ".join(f"{n} at epoch {e}" for e, n in sorted(Counter(pruned).items()))
+        lines.append(f"{len(pruned)} pruned (stopped early by the pruner, finished and not retried): {at}")
     versions = Counter(s.status.spec_version for s in st.states if s.status.spec_version)
     if len(versions) > 1:
         lines.append(
@@ -141,6 +226,7 @@ def format_status(st: StudyStatus) -> str:
             + ", ".join(f"{v} {n}" for v, n in sorted(versions.items()))
             + " (the spec changed between submissions; `status --json` lists each trial's version)"
         )
+    lines += format_running(st)
     failures = d["failures"]
     if failures:
         lines.append(f"\n{len(failures)} failed:")
@@ -151,3 +237,34 @@ def format_status(st: StudyStatus) -> str:
             lines.extend(f"    | {ln}" for ln in f["log_tail"])
         lines.append("Relaunch them with: vlsm-batch submit SPEC --retry-failed")
     return "\n".join(lines)
+
+
+def format_running(st: StudyStatus) -> list[str]:
+    """One row per running trial: epoch / max epochs, last validation objective, time per epoch and ETA."""
+    progress = st.progress()
+    if not progress:
+        return []
+    metric = st.objective.get("metric", "val/dice")
+    views = {s.trial.trial_id: s for s in st.states}
+    order = sorted(progress, key=lambda t: (-(progress[t].epoch or 0), t))
+    rows = []
+    for tid in order[:MAX_RUNNING_SHOWN]:
+        p, s = progress[tid], views[tid]
+        epoch = "starting" if p.epoch is None else f"{p.epoch}/{p.max_epochs or '?'}"
+        rows.append(
+            [
+                tid,
+                f"{s.trial.model}/{s.trial.dataset}/{s.trial.strategy}",
+                s.trial.seed,
+                epoch,
+                "–" if p.objective is None else f"{p.objective:.4f}",
+                duration(p.s_per_epoch),
+                duration(p.eta_s),
+                s.status.host or s.status.job_id or "",
+            ]
+        )
+    out = [f"\n{len(progress)} running:"]
+    out.append(render(["trial", "cell", "seed", "epoch", f"last {metric}", "per epoch", "ETA (max)", "where"], rows))
+    if len(order) > MAX_RUNNING_SHOWN:
+        out.append(f"... and {len(order) - MAX_RUNNING_SHOWN} more (`status --json` lists every trial's progress)")
+    return out

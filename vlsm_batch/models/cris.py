@@ -236,9 +236,22 @@ class CRISPromptedSegmenter(PromptedSegmenter):
 
 # -- building ----------------------------------------------------------------------------------------------------
 def _rn50_backbone(image_size: int) -> nn.Module:
+    import logging
+
     import open_clip
 
-    return open_clip.create_model("RN50", pretrained=None, force_image_size=image_size, force_quick_gelu=True)
+    class _NoFalseWarning(logging.Filter):
+        """open_clip says "No pretrained weights loaded" for pretrained=None; the CRIS checkpoint loads them next."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    root, quiet = logging.getLogger(), _NoFalseWarning()
+    root.addFilter(quiet)
+    try:
+        return open_clip.create_model("RN50", pretrained=None, force_image_size=image_size, force_quick_gelu=True)
+    finally:
+        root.removeFilter(quiet)
 
 
 def _tiny_backbone(image_size: int) -> nn.Module:

@@ -53,6 +53,7 @@ from .checkpoint_io import (
 )
 from .data import SegmentationData
 from .module import SegmentationModule
+from .pruning import pruning_callbacks
 
 ModelFactory = Callable[[str, str, dict[str, Any], Any], nn.Module]
 
@@ -67,6 +68,8 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     ``model_factory`` replaces ``vlsm_batch.models.factory.create_model`` (tests use a stand-in model).
     """
     started = time.perf_counter()
+    # one process per array task on purpose: Lightning's "use srun" hint is wrong here and repeats in every log
+    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
     paths = TrialPaths(Path(trial_dir).absolute())
     config = json.loads(paths.config.read_text(encoding="utf-8"))
     train, params = config["train"], config["params"]
@@ -102,6 +105,7 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
 
     if trains:
         best_checkpoint, report, callbacks = _callbacks(paths, config)
+        callbacks += pruning_callbacks(paths.root, config)  # per-epoch objective for a pruner (none: [])
     else:
         best_checkpoint, report, callbacks = None, EpochReport(paths.history, 0), []
     trainer = pl.Trainer(
@@ -111,7 +115,7 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
         min_epochs=int(train.get("min_epochs", 1)),
         max_epochs=int(train["max_epochs"]),
         callbacks=callbacks,
-        logger=False,
+        logger=trial_loggers(paths, config) if trains else False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=paths.root,
@@ -266,8 +270,85 @@ def resolve_precision(requested: str, cuda: bool) -> str:
 
 
 def slurm_plugins() -> list[SLURMEnvironment]:
-    """Under Slurm, Lightning's own auto-requeue off: submitit owns requeueing (exactly one layer does)."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    """Under Slurm, Lightning's own auto-requeue off: submitit owns requeueing (exactly one layer does).
+
+    Lightning's "srun is available but not used" hint is silenced: each array task is one process on purpose,
+    and the hint would repeat in every task's log.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
+        return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+_LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
+def logger_names(config: dict[str, Any]) -> list[str]:
+    """``loggers`` of config.json (one name or a list; default csv), or ``train.loggers`` when written there."""
+    names = config.get("loggers", (config.get("train") or {}).get("loggers", "csv"))
+    names = [names] if isinstance(names, str) else list(names or [])
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise VlsmBatchError(f"train.loggers: unknown {unknown}; valid: {', '.join(LOGGERS)}")
+    return names
+
+
+def trial_loggers(paths: TrialPaths, config: dict[str, Any]) -> list[Any]:
+    """The Lightning loggers the spec asked for (``train.loggers``); history.csv is written either way.
+
+    csv: ``trials/<id>/lightning_csv/version_<attempt>/metrics.csv``; tensorboard: ``<study>/tensorboard/<trial id>/`` (one
+    ``tensorboard --logdir`` for the whole study); wandb: offline unless ``WANDB_MODE`` says otherwise (``wandb
+    sync`` uploads later), run id = trial id so a resumed attempt continues the same run; mlflow: the file store
+    ``<study>/mlruns`` unless ``MLFLOW_TRACKING_URI`` is set. None of them needs a network.
+    """
+    import importlib.util
+    import os
+
+    from pytorch_lightning import loggers as pl_loggers
+
+    study = paths.root.parent.parent
+    trial_id = str(config.get("trial_id", paths.root.name))
+    name = str(config.get("study") or study.name)
+    train = {f"train.{k}": v for k, v in (config.get("train") or {}).items() if not isinstance(v, dict)}
+    hparams = (
+        {k: config.get(k) for k in ("model", "dataset", "strategy", "seed")} | (config.get("params") or {}) | train
+    )
+    out: list[Any] = []
+    for logger in logger_names(config):
+        packages = _LOGGER_PACKAGES.get(logger, ())
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise VlsmBatchError(
+                f"train.loggers names {logger} but the {packages[0]} package is not installed in this environment: "
+                f"install it (pip install {packages[0]}) or remove {logger} from train.loggers"
+            )
+        if logger == "csv":
+            # one version_N folder per attempt: a fixed folder would be emptied by a resumed attempt
+            out.append(pl_loggers.CSVLogger(save_dir=paths.root, name="lightning_csv"))
+        elif logger == "tensorboard":
+            out.append(
+                pl_loggers.TensorBoardLogger(
+                    save_dir=study / "tensorboard", name=trial_id, version="", default_hp_metric=False
+                )
+            )
+        elif logger == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline")
+            out.append(
+                pl_loggers.WandbLogger(
+                    project=name,
+                    name=trial_id,
+                    id=trial_id,
+                    resume="allow",
+                    save_dir=str(paths.root),
+                    offline=os.environ["WANDB_MODE"] == "offline",
+                )
+            )
+        elif logger == "mlflow":
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or (study / "mlruns").absolute().as_uri()
+            out.append(pl_loggers.MLFlowLogger(experiment_name=name, run_name=trial_id, tracking_uri=uri))
+    for lg in out:
+        lg.log_hyperparams(hparams)
+    return out
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -293,6 +374,7 @@ def _quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen parts, on purpose
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs newer torch
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into checkpoints/
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # epoch-level logs only
         yield
 
 
