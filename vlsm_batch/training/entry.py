@@ -297,10 +297,11 @@ def logger_names(config: dict[str, Any]) -> list[str]:
 def trial_loggers(paths: TrialPaths, config: dict[str, Any]) -> list[Any]:
     """The Lightning loggers the spec asked for (``train.loggers``); history.csv is written either way.
 
-    csv: ``trials/<id>/lightning_csv/version_<attempt>/metrics.csv``; tensorboard: ``<study>/tensorboard/<trial id>/`` (one
-    ``tensorboard --logdir`` for the whole study); wandb: offline unless ``WANDB_MODE`` says otherwise (``wandb
-    sync`` uploads later), run id = trial id so a resumed attempt continues the same run; mlflow: the file store
-    ``<study>/mlruns`` unless ``MLFLOW_TRACKING_URI`` is set. None of them needs a network.
+    csv: ``trials/<id>/lightning_csv/version_<N>/metrics.csv`` (one per attempt); tensorboard:
+    ``<study>/tensorboard/<trial id>/`` (one ``tensorboard --logdir`` for the whole study); wandb: offline unless
+    ``WANDB_MODE`` says otherwise (``wandb sync`` uploads later), run id = trial id so a resumed attempt continues
+    the same run; mlflow: the file store ``<study>/mlruns`` unless ``MLFLOW_TRACKING_URI`` is set. None of them
+    needs a network.
     """
     import importlib.util
     import os
