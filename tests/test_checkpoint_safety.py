@@ -156,6 +156,8 @@ from vlsm_batch.training.entry import train_trial
 
 mnt, out = Path({mnt!r}), {{}}
 trial = make_trial(mnt, Path({data!r}), max_epochs=1)
+config = json.loads((trial / "config.json").read_text())
+(trial / "config.json").write_text(json.dumps({{**config, "loggers": []}}))  # only the trial's own files
 train_trial(trial, model_factory=tiny_factory)
 last = trial / "checkpoints" / "last.ckpt"
 good = last.read_bytes()
@@ -186,8 +188,8 @@ def test_real_enospc_on_a_tiny_tmpfs(tmp_path: Path, data_root: Path) -> None:
     proc = subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(result.read_text())
-    assert out["errno"] == errno.ENOSPC and Path(out["filename"]).parent == Path(out["checkpoints"])
-    assert out["intact"] and not [n for n in out["left"] if n.endswith(".tmp")]
+    assert out["errno"] == errno.ENOSPC and Path(out["filename"]).parent == Path(out["checkpoints"]), out
+    assert out["intact"] and not [n for n in out["left"] if n.endswith(".tmp")], out
     assert out["epochs"] == 3
 
 
