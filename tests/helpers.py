@@ -89,9 +89,29 @@ def disk_filling_train(root: Path) -> dict[str, Any]:
     return sleepy_train(root)
 
 
-def one_trial_spec(out: Path, data: Path, epochs: int, executor: str = "local", study: str = "life") -> str:
-    """A study file of one real CoOp trial on the tiny CLIPSeg (fixed lr and depth, no early stop), for the tests
-    that interrupt a real training and compare it with an uninterrupted one (same trial id for any out/executor)."""
+ONE_TRIAL_SEARCH = """\
+  method: random
+  trials: 1
+  seed: 0
+  objective: {metric: val/dice, mode: max}
+  space:
+    lr: {choice: [0.01]}
+    prompt_depth: {choice: [2]}
+"""
+
+
+def one_trial_spec(
+    out: Path,
+    data: Path,
+    epochs: int,
+    executor: str = "local",
+    study: str = "life",
+    search: str = ONE_TRIAL_SEARCH,
+    train_extra: str = "",
+) -> str:
+    """A study file of real CoOp trials on the tiny CLIPSeg (by default one, fixed lr and depth; no early stop),
+    for the tests that interrupt a real training and compare it with an uninterrupted one (same trial id for any
+    out/executor). ``search`` replaces the search block's body, ``train_extra`` adds train lines."""
     slurm = "  cpus_per_task: 2\n  mem_gb: 2\n  slurm: {profile: local}\n" if executor == "slurm" else ""
     return f"""\
 study: {study}
@@ -102,14 +122,7 @@ models: [clipseg-tiny]
 datasets: [synthetic]
 strategies: [coop]
 search:
-  method: random
-  trials: 1
-  seed: 0
-  objective: {{metric: val/dice, mode: max}}
-  space:
-    lr: {{choice: [0.01]}}
-    prompt_depth: {{choice: [2]}}
-train:
+{search}train:
   max_epochs: {epochs}
   min_epochs: {epochs}
   batch_size: 8
@@ -117,7 +130,7 @@ train:
   early_stopping: {{monitor: val/loss, patience: 50, min_delta: 0.0}}
   num_context: 4
   context_init: "a photo of a"
-resources:
+{train_extra}resources:
   executor: {executor}
   timeout_min: 30
   local: {{max_parallel: 1}}

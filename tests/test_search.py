@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import make_spec
+from helpers import make_spec, one_trial_spec
 from optuna.trial import TrialState
 from search_helpers import CURVE
 
@@ -261,36 +261,15 @@ def test_a_sigkilled_task_is_reconciled_and_a_resubmit_asks_a_replacement(env):
 
 # --- the real training ------------------------------------------------------------------------------------------
 
-REAL = """\
-study: real
-output_dir: {out}
-data_root: {data}
-seeds: [0]
-models: [clipseg-tiny]
-datasets: [synthetic]
-strategies: [coop]
-search:
+REAL_SEARCH = """\
   method: tpe
   trials: 4
   n_startup_trials: 4
   seed: 3
-  objective: {{metric: val/dice, mode: max}}
+  objective: {metric: val/dice, mode: max}
   space:
-    lr: {{log_uniform: [1.0e-5, 3.0e-1]}}
-  pruner: {{type: asha, min_resource: 1, reduction_factor: 2}}
-train:
-  max_epochs: 3
-  min_epochs: 3
-  batch_size: 8
-  precision: "32"
-  early_stopping: {{monitor: val/loss, patience: 50, min_delta: 0.0}}
-  num_context: 4
-  context_init: "a photo of a"
-  prompt_depth: 1
-resources:
-  executor: local
-  timeout_min: 30
-  local: {{max_parallel: 1}}
+    lr: {log_uniform: [1.0e-5, 3.0e-1]}
+  pruner: {type: asha, min_resource: 1, reduction_factor: 2}
 """
 
 
@@ -298,7 +277,11 @@ def test_real_clipseg_training_reports_every_epoch_and_a_pruned_trial_stops_with
     """The real Lightning callback on the tiny CLIPSeg: every epoch's val/dice reaches the journal, a pruned
     trial stops at the rung it lost at (min_epochs notwithstanding), keeps last.ckpt and history, and ends pruned."""
     path = tmp_path / "real.yaml"
-    path.write_text(REAL.format(out=tmp_path / "out", data=tmp_path / "data"))
+    path.write_text(
+        one_trial_spec(
+            tmp_path / "out", tmp_path / "data", 3, study="real", search=REAL_SEARCH, train_extra="  prompt_depth: 1\n"
+        )
+    )
     assert main(["submit", str(path), "--no-progress"]) == 0
     spec = load_spec(path)
     layout = StudyLayout(spec.output_dir)

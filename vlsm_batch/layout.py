@@ -21,8 +21,21 @@ from pathlib import Path
 from typing import Any
 
 STUDY_MARKER = "trials.jsonl"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux reports it (``os.umask`` sets it, briefly, for every
+    thread), so files another user of a shared folder must read get the group/other bits the user chose."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux: fall back to setting and restoring it
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
@@ -35,7 +48,7 @@ def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; collaborators on a shared cluster must read results
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; collaborators on a shared cluster must read results
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             if durable:

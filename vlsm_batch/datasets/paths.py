@@ -14,6 +14,8 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from ..layout import umask
+
 NAME_RULE = "a relative path inside its folder: no '..' component, not absolute, no NUL"
 
 
@@ -63,21 +65,6 @@ class Containment:
             if not _inside(target, self.real_root):
                 return target
         return None
-
-
-def umask() -> int:
-    """The process umask, read without changing it where Linux reports it (``os.umask`` sets it, briefly, for every
-    thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
 
 
 def share_like_mkdir(folder: Path) -> None:

@@ -117,7 +117,7 @@ def _settle(run: _Running, interrupted: bool) -> store.State:
                 run.paths, "fail", expect_job=run.job_id, ended_at=now_iso(),
                 error={"class": "LostProcess", "message": message},
             )  # fmt: skip
-    except (IllegalTransition, OSError):
+    except (IllegalTransition, OSError):  # it wrote its own end meanwhile, or the disk is full: re-read below
         pass
     return store.read(run.paths).state
 

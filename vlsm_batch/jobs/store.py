@@ -319,7 +319,11 @@ def claim(paths: TrialPaths, job_id: str | None, executor: str, wait_s: float = 
             ended_at=None,
             error=None,
             slurm_state=None,
+            expect_attempt=record.attempt,  # nothing (cancel, a verdict) changed the record since it was read
         )
+    except IllegalTransition as moved:
+        lock.release()
+        raise ClaimRefused(f"trial {paths.root.name} changed while this process claimed it ({moved})") from None
     except BaseException:
         lock.release()
         raise

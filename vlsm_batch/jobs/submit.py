@@ -143,7 +143,7 @@ def submit(
             else len(trials)
         )
         facts = preflight_slurm(spec, n)
-    change = describe_change(layout, spec, trials)
+    change = describe_change(layout, spec, trials)  # to show; write_study compares again under the lock
     if on_change is not None:
         on_change(change)
     lock = study_lock(layout, what=f"vlsm-batch submit ({chosen_executor})")
