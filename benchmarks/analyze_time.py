@@ -32,7 +32,7 @@ from vlsm_batch.analysis.synthetic import write_study
 from vlsm_batch.layout import StudyLayout
 
 DATASETS = ("kvasir_polyp", "isic", "busi", "voc2012", "cityscapes")
-STRATEGIES = ("coop", "vpt", "maple", "shared_attn", "zero_shot", "finetune")
+STRATEGIES = ("coop", "vpt", "maple", "shared_attn", "zero_shot", "decoder_finetune", "finetune")
 SEEDS = (0, 1)
 
 
@@ -47,9 +47,9 @@ def main() -> int:
     root = base / "runs" / "bench"
     if root.exists():
         shutil.rmtree(root)
-    # trials = datasets * seeds * (4 searched strategies * configs + finetune 2 + zero_shot 1)
+    # trials = datasets * seeds * (4 searched strategies * configs + 2 per fine-tune + zero_shot 1)
     per = len(DATASETS) * len(SEEDS)
-    configs = max(1, math.ceil((args.trials / per - 3) / 4))
+    configs = max(1, math.ceil((args.trials / per - 5) / 4))
     t0 = time.perf_counter()
     syn = write_study(root, datasets=DATASETS, strategies=STRATEGIES, configs=configs, seeds=SEEDS)
     gen = time.perf_counter() - t0

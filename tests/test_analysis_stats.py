@@ -41,7 +41,10 @@ def test_scipy_quantiles_and_paired_test():
     d = np.subtract(a, b)
     assert p.effect == pytest.approx(d.mean()) and p.n == 7
     assert p.hi - p.effect == pytest.approx(st.t.ppf(0.975, 6) * d.std(ddof=1) / math.sqrt(7))
-    assert p.test == "Wilcoxon signed-rank" and p.p == pytest.approx(st.wilcoxon(d).pvalue)
+    # one t statistic for the interval and the p-value: "excludes 0" and "p < 0.05" never disagree
+    assert p.test == "paired t" and p.p == pytest.approx(st.ttest_rel(a, b).pvalue, rel=1e-9)
+    lo, hi = st.ttest_rel(a, b).confidence_interval()
+    assert (p.lo, p.hi) == (pytest.approx(lo), pytest.approx(hi)) and p.clear == (p.p < 0.05)
     assert paired([0.5], [0.4]).lo is None  # one pair: no interval claimed
 
 

@@ -114,5 +114,5 @@ def test_plan_writes_nothing(tmp_path, tmp_path_factory, capsys, monkeypatch):
     assert main(["plan", str(REPO / "specs" / "full_benchmark.yaml")]) == 0
     out = capsys.readouterr().out
     assert "not trainable in this build" not in out  # cris trains coop/cocoop and both baselines
-    assert "40 cells skipped" in out and "cris has a convolutional image encoder" in out
+    assert "50 cells skipped" in out and "cris has a convolutional image encoder" in out
     assert list(tmp_path.iterdir()) == []

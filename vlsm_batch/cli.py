@@ -87,20 +87,50 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .jobs.estimate import default_device
     from .jobs.plan import format_plan, make_plan
     from .spec import load_spec
     from .trials import expand
 
     spec = load_spec(args.spec)
     expansion = expand(spec)
-    plan = make_plan(spec, expansion)
+    device = default_device(spec.train.precision, args.device_memory_gb, args.device_tflops)
+    device = replace(
+        device,
+        utilization=device.utilization if args.utilization is None else args.utilization,
+        startup_s=device.startup_s if args.startup_s is None else args.startup_s,
+    )
+    plan = make_plan(spec, expansion, device)
     if args.sbatch:
         from .jobs.slurm import sbatch_plan_text
 
-        _out(sbatch_plan_text(spec, plan.totals["new"] + plan.totals["failed"], args.max_array_size))
+        _out(sbatch_plan_text(spec, plan.array_size, args.max_array_size))  # one array task per pack
         return EXIT_OK
     _out(json.dumps(plan.as_dict(), indent=2) if args.json else format_plan(spec, plan, expansion))
     return EXIT_OK
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text!r}")
+    return value
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -137,8 +167,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_OK
     if result.executor == "slurm":
         arrays = list(dict.fromkeys(j.split("_")[0] for j in result.job_ids))
+        tasks = f" in {len(result.packs)} array task(s)" if len(result.packs) != len(result.launched) else ""
         _out(
-            f"submitted {len(result.launched)} trials to Slurm as {len(arrays)} job array(s) "
+            f"submitted {len(result.launched)} trials{tasks} to Slurm as {len(arrays)} job array(s) "
             f"{', '.join(arrays[:8])}{' ...' if len(arrays) > 8 else ''}{skip_text}; study: {result.layout.root}"
         )
         return EXIT_OK
@@ -289,6 +320,35 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="with --sbatch: chunk under this MaxArraySize (default: the cluster's, or Slurm's default 1001)",
+    )
+    est = s.add_argument_group("estimate", "the device that the memory and device-hours estimate assumes")
+    est.add_argument(
+        "--device-memory-gb",
+        metavar="GB",
+        type=_positive_float,
+        default=80.0,
+        help="free device memory in GiB that `pack: auto` fills and packs are checked against (default 80)",
+    )
+    est.add_argument(
+        "--device-tflops",
+        metavar="TFLOPS",
+        type=_positive_float,
+        default=None,
+        help="dense peak TFLOP/s for the study's precision (default: an A100, 312 bf16/fp16, 19.5 fp32)",
+    )
+    est.add_argument(
+        "--utilization",
+        metavar="FRACTION",
+        type=_fraction,
+        default=None,
+        help="fraction of the peak a training step reaches (default 0.35)",
+    )
+    est.add_argument(
+        "--startup-s",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=None,
+        help="seconds of start-up per process: imports, model and data load (default 30)",
     )
     s.set_defaults(func=cmd_plan)
 

@@ -183,13 +183,14 @@ def with_derived(df: pl.DataFrame) -> pl.DataFrame:
 
     from ..datasets import DATASETS
     from ..strategies import STRATEGIES
+    from .plots import BASELINES
 
     def domain(name: str) -> str:
         return DATASETS.get(name).domain if name in DATASETS else "unknown"
 
     def towers(name: str) -> str:
         if name not in STRATEGIES:
-            return "unknown"
+            return "baseline" if name in BASELINES else "unknown"  # a baseline this build does not register
         info = STRATEGIES.get(name)
         if info.baseline or not info.towers:
             return "baseline"

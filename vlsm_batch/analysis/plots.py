@@ -1,23 +1,32 @@
 """Figures for a paper: one fixed order and colour per strategy, points or bars on categorical axes (never lines),
 error bars whose meaning the caption states, Dice axes from 0, a colour-blind-safe palette (Okabe-Ito), legends
-outside the data. Saved as 300 dpi PNG, PDF and SVG with real text. Functions return the figure; never show it."""
+outside the data. Saved (``figsave``) as 300 dpi PNG, PDF and SVG with real text. Functions return the figure; never
+show it."""
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .figsave import DPI, FORMATS, figure_key, save, save_all  # noqa: F401 (the figures' writer, re-exported)
 
 if TYPE_CHECKING:
     import polars as pl
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-DPI = 300
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999", "#F0E442")
-BASELINE_FIRST, BASELINE_LAST = ("zero_shot",), ("finetune",)
+# zero-shot first; after the prompt tunings the fine-tunes, decoder only, then every weight
+BASELINE_FIRST, BASELINE_LAST = ("zero_shot",), ("decoder_finetune", "finetune")
+BASELINES = (*BASELINE_FIRST, *BASELINE_LAST)
+LABELS = {  # when the registry has no label (a study analysed with an older or newer build)
+    "zero_shot": "zero-shot",
+    "finetune": "full fine-tune (all weights)",
+    "decoder_finetune": "decoder-only fine-tune",
+}
+SHORT = {"finetune": "finetune (all weights)", "decoder_finetune": "decoder_finetune (decoder only)"}  # axis labels
 CURVE_NOTE = (
     "Per epoch of the trial (history.csv). The epoch-log val Dice is on the resized validation masks; the reported "
     "val/test Dice is per image at each mask's original resolution, so the two differ slightly."
@@ -26,29 +35,55 @@ Y_RANGE_METRICS = ("dice", "iou")  # bounded in [0, 1]: axes start at 0
 
 
 def strategy_order(names: Sequence[str]) -> list[str]:
-    """zero-shot first, the prompt-tuning strategies alphabetically, end-to-end finetuning last: in every plot."""
+    """zero-shot first, the prompt-tuning strategies alphabetically, then decoder-only and full fine-tuning (and any
+    other baseline the registry declares): in every plot and table."""
 
-    def key(s: str) -> tuple[int, str]:
-        return (0 if s in BASELINE_FIRST else 2 if s in BASELINE_LAST else 1, s)
+    def key(s: str) -> tuple[int, int, str]:
+        if s in BASELINE_FIRST:
+            return (0, 0, s)
+        if s in BASELINE_LAST:
+            return (2, BASELINE_LAST.index(s), s)
+        return (2, -1, s) if is_baseline(s) else (1, 0, s)
 
     return sorted(set(names), key=key)
 
 
-def colour(label: str) -> str:
+def _info(name: str) -> object | None:
+    from ..strategies import STRATEGIES
+
+    return STRATEGIES.get(name) if name in STRATEGIES else None
+
+
+def is_baseline(name: str) -> bool:
+    """A baseline (zero-shot, a fine-tune), by name or as the registry declares it: never a prompt tuning."""
+    return name in BASELINES or bool(getattr(_info(name), "baseline", False))
+
+
+def label(name: str) -> str:
+    """How sentences name a strategy: the registry's label (``full fine-tune (all weights)``), else its name."""
+    return getattr(_info(name), "label", "") or LABELS.get(name, name)
+
+
+def short(name: str) -> str:
+    """An axis label that still tells the two fine-tunes apart."""
+    return SHORT.get(name, name)
+
+
+def colour(name: str) -> str:
     """The same colour for a strategy in every figure of every study (registry order), others by hash."""
     from ..strategies import STRATEGIES
 
-    names = strategy_order(list(STRATEGIES))
-    if label in names:
-        return PALETTE[names.index(label) % len(PALETTE)]
-    return PALETTE[sum(map(ord, label)) % len(PALETTE)]
+    names = strategy_order([*STRATEGIES, *BASELINES])
+    if name in names:
+        return PALETTE[names.index(name) % len(PALETTE)]
+    return PALETTE[sum(map(ord, name)) % len(PALETTE)]
 
 
 def groups_colours() -> set[str]:
     """Labels with a fixed colour of their own (strategies); other series take the palette in order."""
     from ..strategies import STRATEGIES
 
-    return set(STRATEGIES)
+    return {*STRATEGIES, *BASELINES}
 
 
 def _plt():
@@ -57,9 +92,14 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .pdffonts import install
+
+    install()  # one font subset per process for all PDFs (fontTools subsetting was most of the PDF time)
+
     plt.rcParams.update(
         {
             "svg.fonttype": "none",  # text stays text in the SVG (editable, searchable)
+            "svg.hashsalt": "vlsm-batch",  # element ids from the content: the same figure, the same SVG bytes
             "pdf.fonttype": 42,  # TrueType in the PDF, as journals ask
             "ps.fonttype": 42,
             "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
@@ -156,100 +196,6 @@ def score_vs(df: pl.DataFrame, x: str, metrics: list[str], line_by: str = "strat
     fig.tight_layout()
     caption(fig, "Mean ± std over the finished trials of each group (configurations pooled: a spread, not a CI).")
     return fig
-
-
-FORMATS = (".png", ".pdf", ".svg")
-FIGURE_VERSION = "3"  # bump when the drawing code changes, so unchanged data is drawn again once
-
-
-def figure_key(fig: Figure) -> str:
-    """A digest of what the figure shows (data rounded to 3 decimals, ~1 px at 300 dpi on a Dice axis; texts;
-    size): equal keys, pictures that differ by less than a pixel.
-
-    Rendering three formats at 300 dpi is most of ``analyze``'s time; a figure whose content did not change
-    since the last run (a study polled while trials finish elsewhere) is not drawn again.
-    """
-    import hashlib
-
-    import numpy as np
-    from matplotlib.text import Text
-
-    h = hashlib.sha256(f"{FIGURE_VERSION}|{tuple(fig.get_size_inches())}".encode())
-
-    def arr(a: object) -> None:
-        try:
-            h.update(np.round(np.ma.filled(np.ma.asarray(a, dtype=float), np.nan), 3).tobytes())
-        except (TypeError, ValueError):
-            h.update(repr(a).encode())
-
-    for ax in fig.axes:
-        h.update(f"ax|{ax.get_xlabel()}|{ax.get_ylabel()}".encode())
-        arr([*ax.get_position().bounds, *ax.get_ylim(), *ax.get_xlim()])
-        for line in ax.lines:
-            arr(line.get_xydata())
-            h.update(f"{line.get_color()}{line.get_linestyle()}{line.get_marker()}".encode())
-        for patch in ax.patches:  # bars: their data-space rectangle (display coordinates would shift with noise)
-            get = [getattr(patch, f"get_{k}", None) for k in ("x", "y", "width", "height")]
-            arr([g() for g in get] if all(get) else patch.get_path().vertices)
-            h.update(str(patch.get_facecolor()).encode())
-        for coll in ax.collections:
-            for seg in getattr(coll, "get_segments", lambda: [])():
-                arr(seg)
-            arr(coll.get_offsets())
-        for image in ax.images:
-            arr(image.get_array())
-        arr(ax.get_xticks())
-        h.update("|".join(lbl.get_text() for lbl in ax.get_xticklabels()).encode())
-    for t in fig.findobj(Text):
-        h.update(t.get_text().encode())
-    return h.hexdigest()[:20]
-
-
-def _up_to_date(fig: Figure, stem: Path) -> tuple[bool, str]:
-    key = figure_key(fig)
-    marker = stem.with_name(f".{stem.name}.key")
-    try:
-        same = marker.read_text(encoding="utf-8") == key
-    except OSError:
-        same = False
-    return same and all(stem.with_suffix(ext).is_file() for ext in FORMATS), key
-
-
-def save_all(items: list[tuple[Figure, Path]]) -> list[list[Path]]:
-    """``save`` for every figure (unchanged ones are skipped); the paths written, per figure.
-
-    (Drawing in a forked second process was measured on the 2-core CI machine: slower under load, so not done.)
-    """
-    return [save(fig, stem) for fig, stem in items]
-
-
-def save(fig: Figure, stem: Path) -> list[Path]:
-    """PNG (300 dpi), PDF and SVG (text kept as text) next to each other, each written to a temporary name and
-    renamed; cropped to everything drawn (titles, outside legends, captions); closes the figure. A figure whose
-    content matches the one already on disk (``figure_key``, kept in ``.<stem>.key``) is not drawn again."""
-    plt = _plt()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(ext) for ext in FORMATS]
-    marker = stem.with_name(f".{stem.name}.key")
-    same, key = _up_to_date(fig, stem)
-    if same:
-        plt.close(fig)
-        return paths
-    marker.unlink(missing_ok=True)  # a crash below must not leave a key that vouches for half-written files
-    out = []
-    # one tight box for the three formats (bbox_inches="tight" would draw the figure twice per format)
-    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.05)
-    for ext, kw in ((".png", {"dpi": DPI}), (".pdf", {}), (".svg", {"metadata": {"Date": None}})):
-        path = stem.with_suffix(ext)
-        tmp = path.with_name(f".{path.name}.tmp{ext}")
-        fig.savefig(tmp, bbox_inches=box, **kw)
-        tmp.replace(path)
-        out.append(path)
-    plt.close(fig)
-    tmp = marker.with_name(f"{marker.name}.tmp")
-    tmp.write_text(key, encoding="utf-8")
-    tmp.replace(marker)
-    return out
 
 
 Series = tuple[list, list, list]  # xs, ys, 95 % half-widths (None: no interval)

@@ -94,8 +94,21 @@ SELECTION = (
     "The best configuration of each (model, dataset, strategy) cell is chosen on the validation objective (mean over "
     "seeds) and reported on test: mean and 95 % t-interval over the seeds of that one configuration (a "
     "configuration is every parameter and train setting; seeds are its only replicates). Comparisons are paired "
-    'over datasets and seeds and say "no clear difference" when their 95 % interval includes 0.'
+    "over datasets and seeds (paired t; the depth trend: a slope per dataset and seed, tested over them; medical vs "
+    'natural compares different datasets: Welch t) and say "no clear difference" when their 95 % interval '
+    "includes 0."
 )
+
+
+def baselines_note(result: AnalysisResult) -> str:
+    """What each baseline of the study trains (two fine-tunes differ: decoder only vs every weight), or ""."""
+    from .plots import is_baseline, label, strategy_order
+
+    table = result.best_table
+    if table is None or table.height == 0 or "strategy" not in table.columns:
+        return ""
+    names = [s for s in strategy_order(table["strategy"].unique().to_list()) if is_baseline(s)]
+    return ("Baselines: " + "; ".join(f"{s} = {label(s)}" for s in names) + ".") if names else ""
 
 
 def summary_markdown(result: AnalysisResult, study: Path) -> str:
@@ -107,6 +120,7 @@ def summary_markdown(result: AnalysisResult, study: Path) -> str:
         f"{result.n_done} of {result.n_trials} trials done ({states}). Objective: `{result.objective}` "
         f"({result.mode}). {SELECTION}",
         "",
+        *([baselines_note(result), ""] if baselines_note(result) else []),
         "## Takeaways",
         "",
     ]
@@ -218,6 +232,7 @@ def report_html(result: AnalysisResult, study: Path) -> str:
         f"<code>{html.escape(result.objective)}</code> ({html.escape(result.mode)}). Generated {now} from "
         f"<code>{html.escape(str(study))}</code>.</p>",
         f"<p class='note'>{html.escape(SELECTION)} Click a column header to sort.</p>",
+        f"<p class='note' id='baselines'>{html.escape(note)}</p>" if (note := baselines_note(result)) else "",
         "<nav>"
         + "".join(f"<a href='#t-{html.escape(t.spec.name)}'>{html.escape(t.spec.name)}</a>" for t in result.takeaways)
         + ("<a href='#curves'>learning curves</a>" if result.curves_plot is not None else "")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import VlsmBatchError
 from . import plots
-from .stats import Paired, levels_of, omega_squared, paired, within_slope
+from .stats import Paired, levels_of, omega_squared, paired, t975, t_pvalue, unit_slopes, welch, within_slope
 from .tables import CELL, best, param_columns
 
 if TYPE_CHECKING:
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 BUILTIN_DIR = Path(__file__).with_name("builtin_takeaways")
 COMMON = {"name", "kind", "title", "order", "metric", "sentence", "description"}
-BASELINES = ("zero_shot", "finetune")
+BASELINES = plots.BASELINES  # names known to be baselines; is_baseline also asks the registry
+is_baseline = plots.is_baseline
+label = plots.label
 
 
 @dataclass
@@ -100,8 +102,11 @@ def _strategy_order(names: list[str]) -> list[str]:
     return plots.strategy_order(names)
 
 
-def seed_scores(ctx: Context, rows: pl.DataFrame, metric: str) -> dict[tuple[str, str, str], dict[int, float]]:
-    """Per (model, dataset, strategy) of ``rows`` (configurations with ``trial_ids``): the metric of each seed."""
+def seed_scores(
+    ctx: Context, rows: pl.DataFrame, metric: str, keys: tuple[str, ...] = CELL
+) -> dict[tuple, dict[int, float]]:
+    """Per row of ``rows`` (with ``trial_ids``), keyed by its ``keys`` columns: the metric of each seed (the mean
+    over the row's trials of that seed when the row pools several configurations)."""
     import polars as pl
 
     if "trial_ids" not in rows.columns or metric not in ctx.df.columns:
@@ -109,26 +114,25 @@ def seed_scores(ctx: Context, rows: pl.DataFrame, metric: str) -> dict[tuple[str
     ids = {tid for s in rows["trial_ids"].to_list() for tid in (s or "").split(",") if tid}
     sub = ctx.df.filter(pl.col("trial_id").is_in(list(ids))).select("trial_id", "seed", metric)
     by_id = {tid: (seed, v) for tid, seed, v in sub.iter_rows()}
-    out: dict[tuple[str, str, str], dict[int, float]] = {}
-    for r in rows.select("model", "dataset", "strategy", "trial_ids").iter_rows():
-        vals = {}
-        for tid in (r[3] or "").split(","):
+    out: dict[tuple, dict[int, float]] = {}
+    for *key, tids in rows.select(*keys, "trial_ids").iter_rows():
+        acc: dict[int, list[float]] = {}
+        for tid in (tids or "").split(","):
             seed, v = by_id.get(tid, (None, None))
             if seed is not None and v is not None and not (isinstance(v, float) and math.isnan(v)):
-                vals[int(seed)] = float(v)
-        out[(r[0], r[1], r[2])] = vals
+                acc.setdefault(int(seed), []).append(float(v))
+        out[tuple(key)] = {seed: sum(v) / len(v) for seed, v in acc.items()}
     return out
 
 
-def pair_up(
-    scores: dict[tuple[str, str, str], dict[int, float]], a: str, b: str, key: str = "strategy"
-) -> Paired | None:
-    """a − b paired over (model, dataset) and, where both ran them, seeds (else the cells' seed means)."""
+def pair_up(scores: dict[tuple, dict[int, float]], a: str, b: str, test: str = "paired t") -> Paired | None:
+    """a − b over the keys both have (keys end with the compared label: (model, dataset, strategy), ...), paired
+    over seeds where both ran them (else the two seed means make one pair)."""
     xa, xb = [], []
-    for (model, dataset, strategy), va in scores.items():
-        if strategy != a:
+    for key, va in scores.items():
+        if key[-1] != a:
             continue
-        vb = scores.get((model, dataset, b))
+        vb = scores.get((*key[:-1], b))
         if not va or not vb:
             continue
         common = sorted(set(va) & set(vb))
@@ -138,17 +142,18 @@ def pair_up(
         else:
             xa.append(sum(va.values()) / len(va))
             xb.append(sum(vb.values()) / len(vb))
-    return paired(xa, xb)
+    return paired(xa, xb, test)
 
 
-def claim(p: Paired | None, a: str, b: str, metric: str) -> str:
-    """A claim no stronger than the interval: "a beats b by ..." or "no clear difference between a and b"."""
+def claim(p: Paired | None, a: str, b: str, metric: str, short_a: str | None = None) -> str:
+    """A claim no stronger than the interval: "a beats b by ..." or "no clear difference between a and b"
+    (``short_a`` names a in the difference, when a is a long label)."""
     if p is None:
         return f"{a} and {b} never ran on the same dataset"
     if p.clear:
         word = "ahead of" if p.effect > 0 else "behind"
         return f"{a} is {word} {b} by {p.text()} {metric}"
-    return f"no clear difference between {a} and {b} ({a} − {b} {p.text()})"
+    return f"no clear difference between {a} and {b} ({short_a or a} − {b} {p.text()})"
 
 
 def _join(items: list[str]) -> str:
@@ -166,20 +171,85 @@ def per_level(ctx: Context, cfg: pl.DataFrame, level: str, col: str, select: str
     if select != "mean":
         raise Skip(f"select must be best or mean, not {select!r}")
     keys = [*CELL, level]
-    return (
-        cfg.group_by(keys).agg(pl.col(col).mean(), pl.col("objective").mean(), pl.len().alias("n_configs")).sort(keys)
-    )
+    aggs = [pl.col(col).mean(), pl.col("objective").mean(), pl.len().alias("n_configs")]
+    if "trial_ids" in cfg.columns:  # every trial of the level: seed_scores averages them per seed
+        aggs.append(pl.col("trial_ids").str.join(","))
+    return cfg.group_by(keys).agg(aggs).sort(keys)
 
 
 # ------------------------------------------------------------------------------------------------------- kinds
 
 
+def _trend_units(
+    ctx: Context, at_x: pl.DataFrame, spec: TakeawaySpec, x: str, lines: str
+) -> dict[str, dict[tuple, list[tuple[float, float]]]]:
+    """Per line (strategy): per unit (model, dataset, strategy, seed) the (x, metric) points of that seed, at each
+    x from the configuration(s) ``per_level`` chose there."""
+    import polars as pl
+
+    keys = tuple(dict.fromkeys([*CELL, lines, x]))
+    scores = seed_scores(ctx, at_x.filter(pl.col(_col(spec)).is_not_null()), spec.metric, keys)
+    out: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
+    for key, seeds in scores.items():
+        row = dict(zip(keys, key))
+        for seed, v in seeds.items():
+            unit = (*[row[c] for c in CELL], seed)
+            out.setdefault(str(row[lines]), {}).setdefault(unit, []).append((float(row[x]), v))
+    return {name: out[name] for name in _strategy_order(list(out))}
+
+
+def _slope(
+    units: dict[tuple, list[tuple[float, float]]], name: str, lines: str, min_effect: float
+) -> dict[str, Any] | None:
+    """The trend of one line: the mean of the units' least-squares slopes with its t-interval (a paired test: each
+    dataset and seed is compared with itself at other x); with a single unit, that unit's regression slope."""
+    per_unit = unit_slopes(units)
+    if not per_unit:
+        return None
+    xs = [p[0] for pts in units.values() for p in pts]
+    span = max(xs) - min(xs)
+    if len(per_unit) >= 2:
+        test = paired(list(per_unit.values()), [0.0] * len(per_unit), "paired slope t")
+    else:  # one dataset and seed: nothing to pair; the regression's own interval over its x values, stated
+        pts = units[next(iter(per_unit))]
+        slope, half, n = within_slope([p[0] for p in pts], [p[1] for p in pts], [0] * len(pts))
+        how = f"least-squares t over {n} points of one dataset and seed"
+        if math.isnan(half):
+            test = Paired(slope, None, None, n, None, how)
+        else:
+            se = half / t975(n - 2)
+            test = Paired(slope, slope - half, slope + half, n, t_pvalue(slope / se, n - 2) if se else 0.0, how)
+    if not test.clear:
+        verdict = "unclear"
+    elif abs(test.effect) * span < min_effect:
+        verdict = "small"
+    else:
+        verdict = "helps" if test.effect > 0 else "hurts"
+    return {
+        lines: name,
+        "slope": test.effect,
+        "lo": test.lo,
+        "hi": test.hi,
+        "ci95": None if test.hi is None else test.hi - test.effect,
+        "n": test.n,
+        "units": len(per_unit),
+        "p": test.p,
+        "test": test.test,
+        "change_over_range": test.effect * span,
+        "verdict": verdict,
+        "text": test.text(" per step"),
+    }
+
+
 def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     """Metric against a numeric parameter, per strategy, per dataset and pooled.
 
-    At each value of ``x`` the best configuration of the cell is chosen on validation; the slope per strategy is a
-    least-squares fit with one intercept per (model, dataset), and "helps" needs its 95 % interval above 0 and a
-    change over the range of at least ``min_effect``.
+    At each value of ``x`` the best configuration of the cell is chosen on validation (``select: best``) or the
+    level's configurations are averaged (``select: mean``). The test is paired: each (model, dataset, seed) unit
+    gets its own least-squares slope of the metric on ``x`` (the unit is compared with itself, so dataset levels
+    cancel), and the mean slope is tested over the units with a t-interval (a one-sample, i.e. paired, t). "helps"
+    needs that interval above 0 and a change over the range of at least ``min_effect``; an interval that includes
+    0 is "no clear difference". A line with one unit falls back to that unit's regression interval, stated.
     """
     import polars as pl
 
@@ -211,49 +281,42 @@ def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     cols_out = ["scope", lines, x, spec.metric, "ci95", "n_cells"]
     table = pl.concat([pooled.select(cols_out), per_ds.select(cols_out)])
     table = table.sort([pl.col("scope") != "pooled", "scope", lines, x])
-    slopes = []
-    for name in _strategy_order(at_x[lines].unique().to_list()):
-        sub = at_x.filter((pl.col(lines) == name) & pl.col(col).is_not_null())
-        if sub[x].n_unique() < 2:
-            continue
-        groups = [f"{m}/{d}" for m, d in zip(sub["model"], sub["dataset"])]
-        slope, half, n = within_slope(sub[x].cast(pl.Float64).to_list(), sub[col].to_list(), groups)
-        span = float(sub[x].max() - sub[x].min())
-        if math.isnan(half):
-            verdict = "unclear"
-        elif slope - half > 0 and slope * span >= min_effect:
-            verdict = "helps"
-        elif slope + half < 0 and -slope * span >= min_effect:
-            verdict = "hurts"
-        else:
-            verdict = "flat"
-        slopes.append({lines: name, "slope": slope, "ci95": half, "n": n, "verdict": verdict})
+    slopes = [_slope(units, name, lines, min_effect) for name, units in _trend_units(ctx, at_x, spec, x, lines).items()]
+    slopes = [s for s in slopes if s is not None]
     slope_table = pl.DataFrame(slopes) if slopes else None
 
-    def describe(v: str) -> list[str]:
-        return [
-            f"{s[lines]} ({_fmt(s['slope'], True)} per step, ±{_fmt(s['ci95'])})" for s in slopes if s["verdict"] == v
-        ]
+    def describe(*verdicts: str) -> list[str]:
+        return [f"{s[lines]}: {s['text']}" for s in slopes if s["verdict"] in verdicts]
 
     facts = {
         "x": x,
         "metric": spec.metric,
         "helps": _join(describe("helps")),
         "hurts": _join(describe("hurts")),
-        "flat": _join(describe("flat") + describe("unclear")),
+        "small": _join(describe("small")),
+        "unclear": _join(describe("unclear")),
+        "flat": _join(describe("small", "unclear")),
         "helps_names": [s[lines] for s in slopes if s["verdict"] == "helps"],
         "hurts_names": [s[lines] for s in slopes if s["verdict"] == "hurts"],
-        "flat_names": [s[lines] for s in slopes if s["verdict"] in ("flat", "unclear")],
+        "small_names": [s[lines] for s in slopes if s["verdict"] == "small"],
+        "unclear_names": [s[lines] for s in slopes if s["verdict"] == "unclear"],
+        "flat_names": [s[lines] for s in slopes if s["verdict"] in ("small", "unclear")],
         "slopes": slopes,
+        "test": "the slope of each (dataset, seed) unit, tested over the units with a paired (one-sample) t",
     }
     parts = []
     if facts["helps_names"]:
         parts.append(f"raising {x} helps {facts['helps']}")
     if facts["hurts_names"]:
         parts.append(f"hurts {facts['hurts']}")
-    if facts["flat_names"]:
-        parts.append(f"no clear effect for {facts['flat']}")
-    sentence = ("; ".join(parts) or f"no strategy has two values of {x}") + f" ({spec.metric})."
+    if facts["small_names"]:
+        parts.append(f"changes {facts['small']} by less than {min_effect:g} over the range")
+    if facts["unclear_names"]:
+        parts.append(f"no clear difference for {facts['unclear']}")
+    how = "slope per step fitted inside each dataset and seed, paired slope t over those units"
+    if any(s["units"] == 1 for s in slopes):
+        how += "; a single dataset and seed: its least-squares t"
+    sentence = ("; ".join(parts) or f"no strategy has two values of {x}") + f" ({spec.metric}; {how})."
     sentence = sentence[0].upper() + sentence[1:]
     max_panels = int(spec.options.get("max_panels", 6))
     panels = []
@@ -303,14 +366,15 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
                 )
                 vals.append(v)
             rows.append(row)
-            labels.append(strategy if len(models) == 1 else f"{model} / {strategy}")
+            labels.append(plots.short(strategy) if len(models) == 1 else f"{model} / {plots.short(strategy)}")
             values.append(vals)
     table = pl.DataFrame(rows)
     wins: dict[str, int] = {}
+    baselines = [s for s in b["strategy"].unique().to_list() if is_baseline(s)]
     for model in models:
         mb = b.filter(pl.col("model") == model)
         for ds in datasets:
-            prompt = mb.filter((pl.col("dataset") == ds) & ~pl.col("strategy").is_in(BASELINES))
+            prompt = mb.filter((pl.col("dataset") == ds) & ~pl.col("strategy").is_in(baselines))
             if prompt.height:
                 top = prompt.sort(col, descending=True).row(0, named=True)
                 wins[top["strategy"]] = wins.get(top["strategy"], 0) + 1
@@ -319,7 +383,7 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     if not ranked:
         raise Skip("no prompt-tuning strategy finished on any dataset")
     scores = seed_scores(ctx, b, spec.metric)
-    prompt_names = [s for s in _strategy_order(b["strategy"].to_list()) if s not in BASELINES]
+    prompt_names = [s for s in _strategy_order(b["strategy"].to_list()) if not is_baseline(s)]
     means = b.filter(pl.col("strategy").is_in(prompt_names)).group_by("strategy").agg(pl.col(col).mean())
     leader = means.sort([col, "strategy"], descending=[True, False])["strategy"][0]  # highest mean over cells
     comparisons = {o: pair_up(scores, leader, o) for o in prompt_names if o != leader}
@@ -331,12 +395,8 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         "n_datasets": n,
         "leader": leader,
         "comparisons": {o: None if p is None else p.__dict__ for o, p in comparisons.items()},
+        "test": "paired t over (model, dataset, seed): each pair is one seed of both strategies' best configuration",
     }
-    ft = pair_up(scores, "finetune", leader) if any(k[2] == "finetune" for k in scores) else None
-    zs = pair_up(scores, "zero_shot", leader) if any(k[2] == "zero_shot" for k in scores) else None
-    facts["finetune_vs_leader"] = None if ft is None else ft.__dict__
-    facts["zero_shot_vs_leader"] = None if zs is None else zs.__dict__
-    facts["zero_shot_gap"] = None if zs is None else zs.effect
     if len(prompt_names) == 1:
         sentence = f"{leader} is the only prompt tuning that finished ({n} (model, dataset) pair(s))"
         facts["winner"] = leader
@@ -350,12 +410,17 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         sentence = f"{leader} has the highest mean {spec.metric} but is not clearly best: " + "; ".join(
             claim(p, leader, o, spec.metric) for o, p in comparisons.items()
         )
-    if ft is not None:
-        sentence += f"; end-to-end finetuning vs {leader}: " + (
-            f"{ft.text()}" if ft.clear else f"no clear difference ({ft.text()})"
-        )
-    if zs is not None:
-        sentence += f"; zero-shot vs {leader}: {zs.text()}"
+    # every baseline against the best prompt tuning, each named for what it trains (two fine-tunes may be present)
+    present = {k[-1] for k in scores}
+    for base in [s for s in _strategy_order(list(present)) if is_baseline(s)]:
+        vs = pair_up(scores, base, leader)
+        facts[f"{base}_vs_leader"] = None if vs is None else vs.__dict__
+        if base == "zero_shot":
+            facts["zero_shot_gap"] = None if vs is None else vs.effect
+        sentence += f"; {claim(vs, f'{label(base)} [{base}]', leader, spec.metric, base)}"
+    facts.setdefault("finetune_vs_leader", None)
+    facts.setdefault("zero_shot_vs_leader", None)
+    facts.setdefault("zero_shot_gap", None)
     fig = plots.heatmap(
         labels,
         datasets,
@@ -367,11 +432,14 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
 
 
 def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
-    """Medical vs natural: each strategy's mean over the datasets of each domain.
+    """Medical vs natural: each strategy's mean over the datasets of each domain, the best prompt tuning of each
+    domain, and each strategy's medical − natural gap.
 
-    The winner of a domain is decided on the datasets where every prompt-tuning strategy of that domain finished
-    (a strategy missing its hardest dataset must not look better for it); ``n_<domain>`` says how many each
-    mean covers.
+    The leader of a domain is the highest mean over the datasets where every prompt-tuning strategy of that domain
+    finished (a strategy missing its hardest dataset must not look better for it); it is named the best only when
+    it is clearly ahead (paired t over that domain's datasets and seeds) of every other. The gap medical − natural
+    compares different datasets, so it is unpaired: a Welch t over datasets (each the mean over the seeds of the
+    best configuration), with its interval and n per domain.
     """
     import polars as pl
 
@@ -380,7 +448,7 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     b = ctx.best.filter(pl.col(col).is_not_null())
     domains = sorted(b["domain"].unique().to_list(), key=lambda d: (d != "medical", d))
     strategies = _strategy_order(b["strategy"].to_list())
-    prompt = [s for s in strategies if s not in BASELINES]
+    prompt = [s for s in strategies if not is_baseline(s)]
     rows = {s: {"strategy": s} for s in strategies}
     facts: dict[str, Any] = {"metric": spec.metric, "domains": domains}
     parts = []
@@ -394,14 +462,41 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         full = present.group_by(["model", "dataset"]).agg(pl.col("strategy").n_unique().alias("k"))
         common = full.filter(pl.col("k") == n_strat).select("model", "dataset")
         basis = present.join(common, on=["model", "dataset"]) if common.height else present
-        ranked = basis.group_by("strategy").agg(pl.col(col).mean().alias("m")).sort("m", descending=True)
-        if ranked.height:
-            top, value = ranked["strategy"][0], ranked["m"][0]
-            facts[f"best_{dom}"], facts[f"best_{dom}_value"] = top, value
-            facts[f"{dom}_common_datasets"] = common.height
+        ranked = (
+            basis.group_by("strategy")
+            .agg(pl.col(col).mean().alias("m"))
+            .sort(["m", "strategy"], descending=[True, False])
+        )
+        if not ranked.height:
+            continue
+        top, value = ranked["strategy"][0], ranked["m"][0]
+        n_ds = common.height or basis["dataset"].n_unique()
+        facts[f"best_{dom}_value"] = value
+        facts[f"{dom}_common_datasets"] = common.height
+        scores = seed_scores(ctx, basis, spec.metric)
+        vs = {o: pair_up(scores, top, o) for o in ranked["strategy"].to_list()[1:]}
+        facts[f"{dom}_comparisons"] = {o: None if p is None else p.__dict__ for o, p in vs.items()}
+        where = f"mean {_fmt(value)} over {n_ds} {dom} dataset(s) every strategy finished"
+        if not vs:
+            facts[f"best_{dom}"] = top
+            parts.append(f"on {dom} data {top} is the only prompt tuning that finished ({where})")
+            continue
+        runner = ranked["strategy"][1]
+        unclear = [o for o, p in vs.items() if p is None or not p.clear]
+        if not unclear:
+            facts[f"best_{dom}"] = top
+            ahead = claim(vs[runner], top, runner, spec.metric)
             parts.append(
-                f"on {dom} data {top} is the best prompt tuning ({_fmt(value)}, mean over "
-                f"{common.height or basis['dataset'].n_unique()} dataset(s) every strategy finished)"
+                f"on {dom} data {top} is the best prompt tuning ({where}; {ahead}, the runner-up; clearly ahead of "
+                f"all {len(vs)} other(s))"
+            )
+        else:
+            facts[f"best_{dom}"] = None  # no winner while an interval includes 0
+            facts[f"leader_{dom}"] = top
+            parts.append(
+                f"on {dom} data {top} has the highest mean but is not clearly best ({where}; "
+                + "; ".join(claim(vs[o], top, o, spec.metric) for o in unclear)
+                + ")"
             )
     if not parts:
         raise Skip("no prompt-tuning strategy finished")
@@ -411,12 +506,27 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
             table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias(dom))
     table = table.select("strategy", *domains, *[c for c in table.columns if c.startswith("n_")])
     if {"medical", "natural"} <= set(domains):
-        table = table.with_columns((pl.col("medical") - pl.col("natural")).alias("medical - natural"))
-        gaps = table.filter(pl.col("strategy").is_in(prompt) & pl.col("medical - natural").is_not_null())
-        if gaps.height:
-            worst = gaps.sort("medical - natural").row(0, named=True)
-            facts.update(largest_drop=worst["strategy"], largest_drop_value=worst["medical - natural"])
-            parts.append(f"{worst['strategy']} loses most on medical data ({_fmt(worst['medical - natural'], True)})")
+        gaps = {}
+        for st in strategies:
+            per_ds = b.filter(pl.col("strategy") == st)
+            med = per_ds.filter(pl.col("domain") == "medical")[col].to_list()
+            nat = per_ds.filter(pl.col("domain") == "natural")[col].to_list()
+            gaps[st] = welch(med, nat, "Welch t over datasets")
+        table = table.with_columns(
+            pl.Series(
+                "medical - natural", [None if gaps[s] is None else gaps[s].effect for s in strategies], pl.Float64
+            ),
+            pl.Series("gap ci95 lo", [None if gaps[s] is None else gaps[s].lo for s in strategies], pl.Float64),
+            pl.Series("gap ci95 hi", [None if gaps[s] is None else gaps[s].hi for s in strategies], pl.Float64),
+        )
+        facts["gaps"] = {s: None if g is None else g.__dict__ for s, g in gaps.items()}
+        drops = [(g.effect, s) for s, g in gaps.items() if g is not None and s in prompt]
+        if drops:
+            value, worst = min(drops)
+            g = gaps[worst]
+            facts.update(largest_drop=worst, largest_drop_value=value, largest_drop_clear=g.clear)
+            verdict = "" if g.clear else "; no clear difference between the domains"
+            parts.append(f"{worst} loses most on medical data (medical − natural {g.text()}{verdict})")
     else:
         parts.append(f"this study has only {domains[0]} datasets")
     sentence = "; ".join(parts) + "."
@@ -428,7 +538,7 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         spec.metric,
         "Medical vs natural datasets",
         note="Mean over the datasets of each domain of the best configuration per cell; no error bars: datasets "
-        "are not replicates (n per bar in the table).",
+        "are not replicates (n per bar, and the Welch interval of each medical − natural gap, in the table).",
     )
     return Takeaway(spec, sentence, facts, table, fig)
 
@@ -447,7 +557,13 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         .group_by(["model", "dataset", "towers"], maintain_order=True)
         .first()
         .select(
-            "model", "dataset", "towers", "strategy", col, *([ci] if (ci := f"{spec.metric} ci95") in b.columns else [])
+            "model",
+            "dataset",
+            "towers",
+            "strategy",
+            col,
+            *([ci] if (ci := f"{spec.metric} ci95") in b.columns else []),
+            *(["trial_ids"] if "trial_ids" in b.columns else []),
         )
     )
     families = [f for f in ("unimodal text", "unimodal visual", "multimodal") if f in fam["towers"].to_list()]
@@ -455,6 +571,7 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         raise Skip(f"no {ref} strategy finished")
     table = fam.pivot(on="towers", index=["model", "dataset"], values=col).sort(["model", "dataset"])
     facts: dict[str, Any] = {"metric": spec.metric, "tolerance": tol, "reference": ref}
+    scores = seed_scores(ctx, fam, spec.metric, ("model", "dataset", "towers"))
     parts = []
     for f in families:
         if f == ref:
@@ -465,14 +582,13 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         key = f.split()[-1]
         facts[f"{key}_within"], facts[f"{key}_n"] = within, both.height
         facts[f"{key}_mean_gap"] = sum(gap) / len(gap) if gap else None
-        test = paired(both[ref].to_list(), both[f].to_list())
+        test = pair_up(scores, ref, f)  # ref − family, paired over datasets and seeds
         facts[f"{key}_paired"] = None if test is None else test.__dict__
-        label = {"unimodal visual": "visual prompt tuning", "unimodal text": "textual prompt tuning"}.get(f, f)
+        name = {"unimodal visual": "visual prompt tuning", "unimodal text": "textual prompt tuning"}.get(f, f)
         verdict = "no clear difference" if test is None or not test.clear else "a clear difference"
         parts.append(
-            f"{label} is within {tol:g} {spec.metric} of {ref} on {within} of {both.height} "
-            f"datasets ({ref} − {label.split()[0]}: {test.text() if test else 'n/a'}, paired over datasets; "
-            f"{verdict})"
+            f"{name} is within {tol:g} {spec.metric} of {ref} on {within} of {both.height} datasets ({verdict}: "
+            f"{ref} − {name.split()[0]} {test.text() if test else 'n/a'}, paired over datasets and seeds)"
         )
     if not parts:
         raise Skip("no unimodal strategy finished")
@@ -576,8 +692,9 @@ def importance(ctx: Context, spec: TakeawaySpec) -> Takeaway:
 
 
 def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
-    """Effect of one (categorical or boolean) parameter: best configuration per level and cell, differences paired
-    within cells against a reference level."""
+    """Effect of one (categorical or boolean) parameter against a reference level: per cell and level the mean over
+    the level's configurations (``select: mean``) or its best one (``select: best``), the difference paired within
+    cells and, where both levels ran them, seeds (paired t)."""
     import polars as pl
 
     _need(ctx, spec)
@@ -611,6 +728,7 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         .sort(["strategy", p])
     )
     facts: dict[str, Any] = {"param": p, "reference": ref, "metric": spec.metric}
+    scores = seed_scores(ctx, lv, spec.metric, (*CELL, "_level"))
     parts = []
     for level in levels:
         if level == ref:
@@ -618,13 +736,14 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         d = pairs.filter(pl.col("_level") == level)
         mean = d["diff"].mean()
         better = int((d["diff"] > 0).sum())
-        facts[f"{level}_diff"], facts[f"{level}_better"], facts[f"{level}_cells"] = mean, better, d.height
-        test = paired(d[col].to_list(), d["_ref"].to_list())
+        test = pair_up(scores, level, ref) if scores else paired(d[col].to_list(), d["_ref"].to_list())
+        effect = mean if test is None else test.effect
+        facts[f"{level}_diff"], facts[f"{level}_better"], facts[f"{level}_cells"] = effect, better, d.height
         facts[f"{level}_paired"] = None if test is None else test.__dict__
         says = "" if test is not None and test.clear else "no clear difference: "
         parts.append(
             f"{p}={level} vs {ref}: {says}{test.text() if test else _fmt(mean, True)} {spec.metric} "
-            f"(paired over cells; better in {better} of {d.height} cells)"
+            f"(paired over cells and seeds; better in {better} of {d.height} cells)"
         )
     sentence = "; ".join(parts) + "."
     strategies = _strategy_order(table["strategy"].to_list())

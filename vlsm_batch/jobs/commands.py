@@ -31,9 +31,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     wanted_states = set(args.state or [PENDING, RUNNING, REQUEUED])
     lock = None if args.dry_run else study_lock(layout, "vlsm-batch cancel", allow_local_run=True)
     try:
+        views = study_states(layout, with_metrics=False)
         chosen = [
             s
-            for s in study_states(layout, with_metrics=False)
+            for s in views
             if s.state in wanted_states
             and s.state in (PENDING, RUNNING, REQUEUED)
             and (not args.model or s.trial.model in args.model)
@@ -44,18 +45,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         if not chosen:
             print("nothing to cancel (no pending, running or requeued trial matches)")
             return 0
+        shared = _pack_goes_on(views, {s.trial.trial_id for s in chosen})
         if args.dry_run:
             for s in chosen:
-                print(f"would cancel {s.trial.trial_id} ({s.state}, job {s.status.job_id or '-'})")
+                alone = " (alone: its pack goes on)" if s.trial.trial_id in shared else ""
+                print(f"would cancel {s.trial.trial_id} ({s.state}, job {s.status.job_id or '-'}){alone}")
             return 0
         request = {"by": "vlsm-batch cancel", "at": now_iso()}
-        stopped, queued, signalled = [], 0, []
+        stopped, queued, signalled, alone = [], 0, [], []
         for s in chosen:  # running ones first get a stop request, so the task knows who stopped it
             paths = layout.trial(s.trial.trial_id)
             try:
                 if s.state == RUNNING:
                     store.transition(paths, "stop_request", stop_request=request)
-                    signalled.append(s)
+                    (alone if s.trial.trial_id in shared else signalled).append(s)
                 else:
                     store.transition(
                         paths, "cancel", by="vlsm-batch cancel", ended_at=now_iso(), stop_request=request,
@@ -65,15 +68,25 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 stopped.append(s)
             except IllegalTransition:
                 continue  # it ended meanwhile
-        slurm_ids = [str(s.status.job_id) for s in stopped if s.status.executor == "slurm" and s.status.job_id]
+        slurm_ids = list(
+            dict.fromkeys(  # a pack's members share one task: scancel it once
+                str(s.status.job_id)
+                for s in stopped
+                if s.status.executor == "slurm" and s.status.job_id and s.trial.trial_id not in shared
+            )
+        )
         for i in range(0, len(slurm_ids), 1000):
             if slurm_cmd(["scancel", *slurm_ids[i : i + 1000]], timeout_s=60) is None:
                 print("error: scancel failed (is SLURM_CONF set and the controller up?)", file=sys.stderr)
                 return 1
-        for s in signalled:
-            if s.status.executor != "slurm" and isinstance(s.status.pid, int) and s.status.host == socket.gethostname():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(s.status.pid, signal.SIGTERM)  # the task records its own cancellation
+        pids = {
+            s.status.pid
+            for s in signalled
+            if s.status.executor != "slurm" and isinstance(s.status.pid, int) and s.status.host == socket.gethostname()
+        }
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # the task records its own cancellation (each member of a pack)
     finally:
         if lock is not None:
             lock.release()
@@ -82,7 +95,36 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         f"cancelled and keeps its checkpoints); {len(slurm_ids)} Slurm task(s) scancelled. "
         "`vlsm-batch submit SPEC` relaunches them, resuming from their last epoch"
     )
+    waiting = [s for s in stopped if s.state != RUNNING and s.trial.trial_id in shared]
+    if alone or waiting:
+        print(
+            f"{len(alone)} running and {len(waiting)} waiting trial(s) share a process with trials of "
+            "their pack that go on: only their records were told (no signal, no scancel); a running one stops at "
+            "its pack's next step and records cancelled with its checkpoints"
+        )
     return 0
+
+
+def _pack_goes_on(views: list[Any], cancelling: set[str]) -> set[str]:
+    """The trials of ``cancelling`` whose pack keeps another member that is not being cancelled: the same job, still
+    waiting for or running in that process, and not asked to stop. Those are stopped alone, through their record
+    (the pack's runner polls it), never by signalling or scancelling the shared process."""
+    from .store import ACTIVE, RUNNING
+
+    by_id = {v.trial.trial_id: v for v in views}
+    out = set()
+    for tid in cancelling:
+        record = by_id[tid].status
+        if not record.job_id or len(record.pack or []) < 2:
+            continue
+        for other in record.pack:
+            o = by_id.get(other)
+            if other == tid or other in cancelling or o is None or o.status.job_id != record.job_id:
+                continue
+            if o.status.state in ACTIVE and not (o.status.state == RUNNING and o.status.stop_request):
+                out.add(tid)
+                break
+    return out
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
-"""Run trials on this machine, one worker process each, at most ``max_parallel`` at a time.
+"""Run trials on this machine, one worker process per trial or per pack, at most ``max_parallel`` at a time.
 
-Each worker (``python -m vlsm_batch.jobs.worker``) claims its trial and records its own outcome through the
-trial store; this launcher only decides when to start one and what to record when a worker could not.
+Each worker (``python -m vlsm_batch.jobs.worker``) claims its trial (or each trial of its pack) and records its
+own outcome through the trial store; this launcher only decides when to start one and what to record when a
+worker could not. A pack (``resources.pack``) is one process: ``max_parallel`` counts processes, and its log
+files are shared by every member (hard links in each member's ``logs/``).
 Before each launch it re-reads the trial's record (``assign`` refuses a trial that was cancelled meanwhile), so
 ``vlsm-batch cancel`` stops pending trials before they start.
 
@@ -23,6 +25,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -48,7 +51,7 @@ class LocalOutcome:
 
 @dataclass
 class _Running:
-    paths: TrialPaths
+    members: list[TrialPaths]  # one trial, or the trials of one pack
     job_id: str
     proc: subprocess.Popen[bytes]
     started: float
@@ -69,15 +72,40 @@ def _open_logs(paths: TrialPaths, job_id: str) -> list[IO[bytes]]:
     return [out, err]
 
 
-def _spawn(paths: TrialPaths, job_id: str, gpu: int | None, train: str | None, threads: int) -> _Running:
-    files = _open_logs(paths, job_id)
+def _share_logs(files: list[IO[bytes]], members: list[TrialPaths]) -> None:
+    """The pack's log files in every other member's ``logs/`` too (a hard link; a relative symlink where the file
+    system refuses), so ``vlsm-batch logs TRIAL`` shows each member's every attempt."""
+    for paths in members:
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            source = Path(str(f.name))
+            target = paths.logs / source.name
+            try:
+                os.link(source, target)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    target.symlink_to(os.path.relpath(source, paths.logs))
+
+
+def _spawn(
+    members: list[TrialPaths], job_id: str, gpu: int | None, train: str | None, threads: int, pack: bool
+) -> _Running:
+    files = _open_logs(members[0], job_id)
+    try:
+        _share_logs(files, members[1:])
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
     env = {**os.environ, "VLSM_LOCAL_JOB_ID": job_id}
     env.setdefault("OMP_NUM_THREADS", str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     elif "CUDA_VISIBLE_DEVICES" not in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = ""  # one GPU per trial or none: never a silent share of every GPU
-    cmd = [sys.executable, "-m", "vlsm_batch.jobs.worker", str(paths.root), "--job-id", job_id]
+    cmd = [sys.executable, "-m", "vlsm_batch.jobs.worker", *(str(p.root) for p in members), "--job-id", job_id]
+    if pack:
+        cmd.append("--pack")
     if train:
         cmd += ["--train", train]
     try:
@@ -86,22 +114,28 @@ def _spawn(paths: TrialPaths, job_id: str, gpu: int | None, train: str | None, t
         for f in files:
             f.close()
         raise
-    return _Running(paths, job_id, proc, time.monotonic(), gpu, files)
+    return _Running(members, job_id, proc, time.monotonic(), gpu, files)
 
 
-def _settle(run: _Running, interrupted: bool) -> store.State:
-    """The trial's state once its worker ended; writes what the worker could not (it died, or never started)."""
+def _settle(run: _Running, interrupted: bool) -> dict[str, store.State]:
+    """Each member's state once its worker ended (trial id -> state); writes what the worker could not."""
     for f in run.files:
         with contextlib.suppress(OSError):
             f.close()
-    record = store.read(run.paths)
+    return {paths.root.name: _settle_trial(run, paths, interrupted) for paths in run.members}
+
+
+def _settle_trial(run: _Running, paths: TrialPaths, interrupted: bool) -> store.State:
+    """One trial's state after its worker ended: what the worker recorded, else cancelled or failed (it died, or
+    never started)."""
+    record = store.read(paths)
     if record.job_id != run.job_id or record.state not in (PENDING, RUNNING):
         return record.state
     code = run.proc.returncode
     try:
         if interrupted or (code is not None and code < 0 and record.stop_request):
             store.transition(
-                run.paths, "cancel", by="Ctrl-C", expect_job=run.job_id, ended_at=now_iso(),
+                paths, "cancel", by="Ctrl-C", expect_job=run.job_id, ended_at=now_iso(),
                 error={"class": "Cancelled", "message": "stopped by Ctrl-C before it could record its state"},
             )  # fmt: skip
         elif record.state == PENDING and code == 0:
@@ -114,36 +148,47 @@ def _settle(run: _Running, interrupted: bool) -> store.State:
                 + "; `vlsm-batch logs TRIAL` shows its last lines"
             )
             store.transition(
-                run.paths, "fail", expect_job=run.job_id, ended_at=now_iso(),
+                paths, "fail", expect_job=run.job_id, ended_at=now_iso(),
                 error={"class": "LostProcess", "message": message},
             )  # fmt: skip
     except (IllegalTransition, OSError):  # it wrote its own end meanwhile, or the disk is full: re-read below
         pass
-    return store.read(run.paths).state
+    return store.read(paths).state
 
 
 def run_local(
-    trial_dirs: list[Path],
+    trial_dirs: Sequence[Path | Sequence[Path]],
     max_parallel: int,
     timeout_min: int,
     gpus: list[int] | None = None,
     train: str | None = None,
     progress: bool = True,
     poll_s: float = 0.2,
+    pack_train: str | None = None,
 ) -> LocalOutcome:
-    """Run every pending trial of ``trial_dirs`` to an end (blocking), ``max_parallel`` at once."""
+    """Run every pending trial of ``trial_dirs`` to an end (blocking), ``max_parallel`` processes at once.
+
+    Each item is a trial folder or a pack (a list of folders, one process). ``train`` replaces the training of a
+    trial that runs alone, ``pack_train`` that of a pack (a pack training ``(roots, events)``; with it, a
+    one-trial item runs as a pack of one unless ``train`` is given too).
+    """
     from tqdm import tqdm
 
+    units = [
+        [TrialPaths(Path(d))] if isinstance(d, (str, Path)) else [TrialPaths(Path(x)) for x in d] for d in trial_dirs
+    ]
+    if train and not pack_train and any(len(u) > 1 for u in units):
+        raise ValueError("train= replaces the training of one trial; packs need pack_train= (roots, events)")
     if gpus:
-        max_parallel = min(max_parallel, len(gpus))  # one GPU per running trial, never a silent CPU slot
+        max_parallel = min(max_parallel, len(gpus))  # one GPU per running process, never a silent CPU slot
     threads = max(1, (os.cpu_count() or 1) // max(max_parallel, 1))  # share the cores, do not oversubscribe
-    queue = deque(TrialPaths(Path(d)) for d in trial_dirs)
-    running: dict[str, _Running] = {}
+    queue = deque(units)
+    running: dict[str, _Running] = {}  # by launch (job) id
     free_gpus = list(gpus or [])
     outcome = LocalOutcome()
     tty = progress and sys.stderr.isatty()
-    bar = tqdm(total=len(trial_dirs), unit="trial", disable=not tty, file=sys.stderr, dynamic_ncols=True)
-    total, finished = len(trial_dirs), 0
+    total, finished = sum(len(u) for u in units), 0
+    bar = tqdm(total=total, unit="trial", disable=not tty, file=sys.stderr, dynamic_ncols=True)
     stop_launching = False
 
     def report(tid: str, state: store.State) -> None:
@@ -159,48 +204,58 @@ def run_local(
             print(f"[{finished}/{total}] trial {tid} {state}{why}", file=sys.stderr, flush=True)
         bar.set_postfix(running=len(running), failed=len(outcome.failed), refresh=False)
 
-    def launch(paths: TrialPaths) -> bool:
+    def launch(unit: list[TrialPaths]) -> bool:
         nonlocal stop_launching
         job_id = f"local-{uuid.uuid4().hex[:10]}"
-        try:
-            store.assign(paths, job_id, executor="local", host=None, pid=None)
-        except IllegalTransition as exc:  # cancelled (or otherwise taken) since submit queued it
-            report(paths.root.name, exc.state)
+        packed = {"pack": [p.root.name for p in unit]} if len(unit) > 1 else {}
+        members = []
+        for paths in unit:
+            try:
+                store.assign(paths, job_id, executor="local", host=None, pid=None, **packed)
+            except IllegalTransition as exc:  # cancelled (or otherwise taken) since submit queued it
+                report(paths.root.name, exc.state)
+                continue
+            members.append(paths)
+        if not members:
             return False
         gpu = free_gpus.pop(0) if free_gpus else None
+        as_pack = len(members) > 1 or bool(pack_train and not train)
         try:
-            running[paths.root.name] = _spawn(paths, job_id, gpu, train, threads)
+            run = _spawn(members, job_id, gpu, pack_train if as_pack else train, threads, as_pack)
         except OSError as exc:
             if gpu is not None:
                 free_gpus.append(gpu)
             error = store.error_record(exc)
-            outcome.problems.append(f"trial {paths.root.name} not started: {error['message']}")
-            outcome.not_started.append(paths.root.name)
+            for paths in members:
+                outcome.problems.append(f"trial {paths.root.name} not started: {error['message']}")
+                outcome.not_started.append(paths.root.name)
             stop_launching = store.disk_full_cause(exc) is not None  # the next launch would fail the same way
             return False
+        running[job_id] = run
         return True
 
     try:
         while queue or running:
             while queue and len(running) < max_parallel and not stop_launching:
                 launch(queue.popleft())
-            for tid, run in list(running.items()):
+            for job_id, run in list(running.items()):
                 if run.proc.poll() is not None:
-                    del running[tid]
+                    del running[job_id]
                     if run.gpu is not None:
                         free_gpus.append(run.gpu)
-                    report(tid, _settle(run, interrupted=False))
+                    for tid, state in _settle(run, interrupted=False).items():
+                        report(tid, state)
                 elif timeout_min and not run.timed_out and time.monotonic() - run.started > timeout_min * 60:
                     run.timed_out = True
                     _request_stop(run, {"by": f"the local time limit (timeout_min={timeout_min})", "kind": "timeout"})
             if stop_launching and not running:
-                outcome.not_started += [p.root.name for p in queue]
+                outcome.not_started += [p.root.name for u in queue for p in u]
                 queue.clear()
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
         outcome.interrupted = True
-        outcome.not_started += [p.root.name for p in queue]
+        outcome.not_started += [p.root.name for u in queue for p in u]
         _stop_all(running, outcome, report)
     finally:
         bar.close()
@@ -208,8 +263,9 @@ def run_local(
 
 
 def _request_stop(run: _Running, request: dict[str, Any]) -> None:
-    with contextlib.suppress(IllegalTransition, OSError):
-        store.transition(run.paths, "stop_request", stop_request={**request, "at": now_iso()})
+    for paths in run.members:  # members that ended already refuse it
+        with contextlib.suppress(IllegalTransition, OSError):
+            store.transition(paths, "stop_request", stop_request={**request, "at": now_iso()})
     with contextlib.suppress(ProcessLookupError):
         run.proc.send_signal(signal.SIGTERM)
 
@@ -225,8 +281,9 @@ def _stop_all(running: dict[str, _Running], outcome: LocalOutcome, report: Any) 
     previous = signal.signal(signal.SIGINT, again)
     try:
         if running:
+            n = sum(len(r.members) for r in running.values())
             print(
-                f"\nstopping {len(running)} running trial(s): they record their state and keep their checkpoints "
+                f"\nstopping {n} running trial(s): they record their state and keep their checkpoints "
                 "(Ctrl-C again to kill them now)",
                 file=sys.stderr,
                 flush=True,
@@ -242,7 +299,8 @@ def _stop_all(running: dict[str, _Running], outcome: LocalOutcome, report: Any) 
                 with contextlib.suppress(ProcessLookupError):
                     run.proc.kill()
                 run.proc.wait()
-        for tid, run in running.items():
-            report(tid, _settle(run, interrupted=True))
+        for run in running.values():
+            for tid, state in _settle(run, interrupted=True).items():
+                report(tid, state)
     finally:
         signal.signal(signal.SIGINT, previous)

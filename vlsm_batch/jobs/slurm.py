@@ -1,6 +1,8 @@
 """Launch trials on Slurm as submitit job arrays, chunked under the cluster's ``MaxArraySize``.
 
-* One array per resource group (every trial of a study shares the study's resources today: one group).
+* One array per resource group (every trial of a study shares the study's resources today: one group), one array
+  task per launch unit: a trial, or a pack of trials (``resources.pack``) that share one process; every member's
+  record names the task (``<array>_<index>``) and the pack.
 * A group larger than ``MaxArraySize`` becomes several arrays, each indexed from 0 (Slurm caps the index, not
   only the count), with the trial order kept in ``submissions.jsonl`` and in each trial's ``job_id``.
 * One throttle (``array_parallelism``) is split across the arrays: chunks run in at most ``throttle`` lanes, each
@@ -19,6 +21,7 @@ import shlex
 import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,15 +104,16 @@ def _with_dependency(params: dict[str, Any], job_id: str | None) -> dict[str, An
     return {**params, "additional_parameters": {**params["additional_parameters"], "dependency": f"afterany:{job_id}"}}
 
 
-def sbatch_texts(spec: StudySpec, n_trials: int, max_array_size: int, python: str | None = None) -> list[str]:
-    """The exact sbatch scripts ``submit`` would write for ``n_trials`` (array ids of earlier chunks as <chunkN>)."""
+def sbatch_texts(spec: StudySpec, n_tasks: int, max_array_size: int, python: str | None = None) -> list[str]:
+    """The exact sbatch scripts ``submit`` would write for ``n_tasks`` array tasks (one per trial, or per pack;
+    array ids of earlier chunks as <chunkN>)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     options = resolve_options(spec.resources.slurm)
     layout = StudyLayout(spec.output_dir)
     folder = layout.submitit / "%j"
     command = " ".join([python or shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    chunks = plan_chunks(n_trials, max_array_size, spec.resources.array_parallelism)
+    chunks = plan_chunks(n_tasks, max_array_size, spec.resources.array_parallelism)
     texts = []
     for c in chunks:
         params = _with_dependency(
@@ -119,16 +123,23 @@ def sbatch_texts(spec: StudySpec, n_trials: int, max_array_size: int, python: st
     return texts
 
 
-def sbatch_plan_text(spec: StudySpec, n_trials: int, max_array_size: int | None = None) -> str:
-    """``plan --sbatch``: every chunk's script, each under a ``# ===`` header line."""
+def sbatch_plan_text(
+    spec: StudySpec, n_tasks: int, max_array_size: int | None = None, n_trials: int | None = None
+) -> str:
+    """``plan --sbatch``: every chunk's script, each under a ``# ===`` header line.
+
+    ``n_tasks`` is the number of array tasks (packs; equal to the trials with ``pack: 1``); ``n_trials``, when it
+    differs, is named in the header too.
+    """
     if max_array_size is None:
         max_array_size = cluster.max_array_size(cluster.cluster_config())
-    if n_trials == 0:
+    if n_tasks == 0:
         return "# nothing to submit: every trial is done, queued or running"
-    texts = sbatch_texts(spec, n_trials, max_array_size)
+    texts = sbatch_texts(spec, n_tasks, max_array_size)
+    what = f"{n_tasks} trials" if n_trials in (None, n_tasks) else f"{n_tasks} array tasks: {n_trials} trials in packs"
     out = []
     for i, text in enumerate(texts):
-        out.append(f"# === array {i + 1}/{len(texts)} (MaxArraySize {max_array_size}, {n_trials} trials) ===")
+        out.append(f"# === array {i + 1}/{len(texts)} (MaxArraySize {max_array_size}, {what}) ===")
         out.append(text)
     return "\n".join(out).rstrip("\n")
 
@@ -136,12 +147,13 @@ def sbatch_plan_text(spec: StudySpec, n_trials: int, max_array_size: int | None 
 # --- preflight ---------------------------------------------------------------------------------------------------
 
 
-def preflight_slurm(spec: StudySpec, n_trials: int | None = None) -> dict[str, Any]:
+def preflight_slurm(spec: StudySpec, n_trials: int | None = None, n_tasks: int | None = None) -> dict[str, Any]:
     """Refuse, before anything is written or submitted, what Slurm would reject or what could never work.
 
     Checks: a controller answers; the partition exists and is up; ``timeout_min`` fits its MaxTime; the study
-    folder is writable and not node-local on a multi-node cluster; the trial count fits MaxSubmitJobs/MaxJobCount.
-    Returns the cluster facts submit uses (``max_array_size``).
+    folder is writable and not node-local on a multi-node cluster; the array-task count (``n_tasks``, packs;
+    default ``n_trials``) fits MaxSubmitJobs/MaxJobCount. Returns the cluster facts submit uses
+    (``max_array_size``).
     """
     conf = cluster.cluster_config()
     if conf is None:
@@ -169,16 +181,22 @@ def preflight_slurm(spec: StudySpec, n_trials: int | None = None) -> dict[str, A
             )
     problems += _folder_problems(spec.output_dir)
     problems += _node_problems(spec)
-    if n_trials is not None:
+    if n_tasks is None:
+        n_tasks = n_trials
+    if n_tasks is not None:
+        what = "trials" if n_trials in (None, n_tasks) else f"array tasks ({n_trials} trials in packs)"
         limits = []
         user_limit = cluster.max_submit_jobs(getpass.getuser())
         if user_limit is not None:
             limits.append((user_limit, "MaxSubmitJobs of your association"))
         if conf.get("MaxJobCount", "").isdigit():
             limits.append((int(conf["MaxJobCount"]), "the cluster's MaxJobCount"))
-        for limit, what in limits:
-            if limit and n_trials > limit:
-                problems.append(f"{n_trials} trials exceed {what} ({limit}); submit part of the study (fewer trials)")
+        for limit, where in limits:
+            if limit and n_tasks > limit:
+                problems.append(
+                    f"{n_tasks} {what} exceed {where} ({limit}); submit part of the study (fewer trials)"
+                    + ("" if what == "trials" else " or raise resources.pack")
+                )
     if problems:
         raise SubmissionError(
             "Slurm preflight failed, nothing was submitted:\n" + "\n".join(f"  {p}" for p in problems)
@@ -234,23 +252,33 @@ def _folder_problems(folder: Path) -> list[str]:
 def submit_slurm(
     spec: StudySpec,
     layout: StudyLayout,
-    trial_dirs: list[Path],
+    trial_dirs: Sequence[Path | Sequence[Path]],
     task: Any = None,
     max_array_size: int | None = None,
     hold: bool | None = None,
 ) -> list[str]:
-    """Submit every trial (one resource group), chunked; returns the task ids (``<array>_<index>``) in order."""
+    """Submit every launch unit (one resource group), chunked: one array task per item of ``trial_dirs``, a trial
+    folder or a pack (a list of folders). Returns the task id (``<array>_<index>``) of every trial, in order.
+
+    ``task`` replaces the callable: a :class:`.task.PackTask` runs every unit (a trial as a pack of one); any
+    other (a :class:`.task.TrialTask`) only single trials. Default: TrialTask for a trial, PackTask for a pack.
+    """
     import submitit
 
-    from .task import TrialTask
+    from .task import PackTask, TrialTask
 
+    units = [[Path(d)] if isinstance(d, (str, Path)) else [Path(x) for x in d] for d in trial_dirs]
+    packs_of = isinstance(task, PackTask)
+    if task is not None and not packs_of and any(len(u) > 1 for u in units):
+        raise ValueError("task= runs one trial per array task; packs need a PackTask")
     if max_array_size is None:
         max_array_size = cluster.max_array_size(cluster.cluster_config())
     options = resolve_options(spec.resources.slurm)
-    fn = task if task is not None else TrialTask()
+    solo_fn = task if task is not None else TrialTask()
+    pack_fn = task if packs_of else PackTask()
     if hold is None:  # held arrays never start (benchmarks/submit_scale.py): release with `scontrol release`
         hold = os.environ.get("VLSM_SLURM_HOLD") == "1"
-    chunks = plan_chunks(len(trial_dirs), max_array_size, spec.resources.array_parallelism)
+    chunks = plan_chunks(len(units), max_array_size, spec.resources.array_parallelism)
     cap = max_attempts()
     array_ids: list[str] = []
     job_ids: list[str] = []
@@ -261,29 +289,46 @@ def submit_slurm(
             params["additional_parameters"]["hold"] = True
         executor = submitit.SlurmExecutor(folder=layout.submitit / "%j", max_num_timeout=cap)
         executor.update_parameters(**params)
-        dirs = trial_dirs[c.offset : c.offset + c.size]
+        chunk = units[c.offset : c.offset + c.size]
         try:
             with executor.batch():
-                jobs = [executor.submit(fn, str(d), "slurm") for d in dirs]
+                jobs = [
+                    executor.submit(pack_fn, [str(d) for d in unit], "slurm")
+                    if packs_of or len(unit) > 1
+                    else executor.submit(solo_fn, str(unit[0]), "slurm")
+                    for unit in chunk
+                ]
         except Exception as exc:  # sbatch refused: earlier chunks stay submitted, the rest stays pending
             raise SubmissionError(
                 f"sbatch refused chunk {c.index + 1}/{len(chunks)} ({exc}); {len(job_ids)} trials were submitted, "
                 "the others stay pending: fix the cause and run the same submit again"
             ) from exc
         array_ids.append(jobs[0].job_id.split("_")[0])
-        for d, job in zip(dirs, jobs):
-            paths = layout.trial(d.name)
-            folder = layout.submitit / job.job_id
-            try:
-                store.assign(
-                    paths,
-                    job.job_id,
-                    executor="slurm",
-                    log_out=layout.relative(folder / f"{job.job_id}_0_log.out"),
-                    log_err=layout.relative(folder / f"{job.job_id}_0_log.err"),
-                )
-            except store.IllegalTransition:  # the task started before its job id was written: it recorded it
-                if store.read(paths).job_id != job.job_id:  # cancelled meanwhile: this queue entry must not run
-                    cluster.slurm_cmd(["scancel", job.job_id], timeout_s=30)
-            job_ids.append(job.job_id)
+        for unit, job in zip(chunk, jobs):
+            _assign_unit(layout, unit, job.job_id)
+            job_ids += [job.job_id] * len(unit)
     return job_ids
+
+
+def _assign_unit(layout: StudyLayout, unit: list[Path], job_id: str) -> None:
+    """Name the array task (and the pack) in every member's record; a task none of them still waits for (all
+    cancelled meanwhile) is scancelled, so that queue entry never runs."""
+    folder = layout.submitit / job_id
+    packed = {"pack": [d.name for d in unit]} if len(unit) > 1 else {}
+    wanted = False
+    for d in unit:
+        paths = layout.trial(d.name)
+        try:
+            store.assign(
+                paths,
+                job_id,
+                executor="slurm",
+                log_out=layout.relative(folder / f"{job_id}_0_log.out"),
+                log_err=layout.relative(folder / f"{job_id}_0_log.err"),
+                **packed,
+            )
+            wanted = True
+        except store.IllegalTransition:  # the task started before its job id was written: it recorded it
+            wanted = wanted or store.read(paths).job_id == job_id  # else cancelled meanwhile
+    if not wanted:
+        cluster.slurm_cmd(["scancel", job_id], timeout_s=30)

@@ -180,6 +180,7 @@ class StudyStatus:
                     "error_class": (s.status.error or {}).get("class"),
                     "requeue_reason": s.status.requeue_reason,
                     "pruned_epoch": s.status.pruned_epoch,
+                    "pack": s.status.pack,
                     "objective": (s.metrics or {}).get(self.objective.get("metric", "")),
                     "progress": progress[s.trial.trial_id].as_dict() if s.trial.trial_id in progress else None,
                 }
@@ -248,9 +249,17 @@ def format_running(st: StudyStatus) -> list[str]:
     views = {s.trial.trial_id: s for s in st.states}
     order = sorted(progress, key=lambda t: (-(progress[t].epoch or 0), t))
     rows = []
+    packs: dict[str, int] = {}  # job id -> running members, for trials that share a process
+    for tid in progress:
+        record = views[tid].status
+        if len(record.pack or []) > 1 and record.job_id:
+            packs[record.job_id] = packs.get(record.job_id, 0) + 1
     for tid in order[:MAX_RUNNING_SHOWN]:
         p, s = progress[tid], views[tid]
         epoch = "starting" if p.epoch is None else f"{p.epoch}/{p.max_epochs or '?'}"
+        where = s.status.host or s.status.job_id or ""
+        if s.status.job_id in packs:  # the job names the process; the host alone would not tell packs apart
+            where = f"{s.status.job_id} (pack of {packs[s.status.job_id]})"
         rows.append(
             [
                 tid,
@@ -260,11 +269,16 @@ def format_running(st: StudyStatus) -> list[str]:
                 "–" if p.objective is None else f"{p.objective:.4f}",
                 duration(p.s_per_epoch),
                 duration(p.eta_s),
-                s.status.host or s.status.job_id or "",
+                where,
             ]
         )
     out = [f"\n{len(progress)} running:"]
     out.append(render(["trial", "cell", "seed", "epoch", f"last {metric}", "per epoch", "ETA (max)", "where"], rows))
     if len(order) > MAX_RUNNING_SHOWN:
         out.append(f"... and {len(order) - MAX_RUNNING_SHOWN} more (`status --json` lists every trial's progress)")
+    if packs:
+        out.append(
+            f"{sum(packs.values())} of them train in {len(packs)} pack(s), one process each: "
+            "`vlsm-batch cancel --trial ID` stops one member alone, the rest of its pack goes on"
+        )
     return out

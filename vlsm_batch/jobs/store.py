@@ -115,6 +115,7 @@ class TrialRecord:
     slurm_state: str | None = None
     epoch: int | None = None  # last finished epoch reported by the running process
     pruned_epoch: int | None = None
+    pack: list[str] | None = None  # ids of the trials sharing this launch's process (resources.pack); None: alone
     log_out: str | None = None  # relative to the study folder
     log_err: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -248,6 +249,7 @@ def submit(
         attempt_base=current.attempt,
         log_out=None,
         log_err=None,
+        pack=None,  # the launch that follows names its pack again (a resubmission re-packs)
     )
 
 

@@ -14,6 +14,7 @@ from ..trials.expand import dataset_info, trial_prompt_key
 from . import store
 from .executor import choose_executor, visible_gpu_ids
 from .local import LocalOutcome, run_local
+from .packing import group_packs
 from .store import CANCELLED, DONE, FAILED, NEW, PENDING, PRUNED, TrialRecord
 from .study import SpecChange, describe_change, log_submission, spec_version, study_lock, study_records, write_study
 
@@ -26,7 +27,8 @@ class SubmitResult:
     skipped_done: int = 0
     skipped_failed: int = 0
     skipped_active: int = 0
-    job_ids: list[str] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)  # per launched trial: its array task (a pack's is shared)
+    packs: list[list[str]] = field(default_factory=list)  # the launch units: one process / array task each
     local: LocalOutcome | None = None
     change: SpecChange | None = None
 
@@ -111,6 +113,13 @@ def select_to_launch(
     return chosen
 
 
+def launch_units(trials: list[Trial], pack: int | str) -> list[list[Trial]]:
+    """The trials to launch grouped into packs (one process / array task each); ``pack: 1`` keeps their order."""
+    if pack == 1:
+        return [[t] for t in trials]
+    return group_packs(trials, pack)
+
+
 def submit(
     spec: StudySpec,
     expansion: Expansion,
@@ -120,12 +129,16 @@ def submit(
     task: Callable[..., Any] | None = None,
     train: str | None = None,
     on_change: Callable[[SpecChange], None] | None = None,
+    pack_train: str | None = None,
 ) -> SubmitResult:
     """Check everything, then (under the study lock) write the study and launch what is not done yet.
 
-    Local execution blocks until the trials end; Slurm returns once the arrays are queued. ``task`` (Slurm) and
-    ``train`` (local, ``module:function``) replace the real training in tests. ``on_change`` sees what the
-    submission changes (new spec version, added trials) before anything is written.
+    The trials to launch are grouped into packs (``resources.pack``; only unfinished trials, so a resubmission
+    re-packs what is left): one local worker process or one Slurm array task per pack. Local execution blocks
+    until the trials end; Slurm returns once the arrays are queued. ``task`` (Slurm: a TrialTask, or a PackTask
+    for packs), ``train`` (local, ``module:function``, one trial) and ``pack_train`` (local, a pack training
+    ``(roots, events)``) replace the real training in tests. ``on_change`` sees what the submission changes (new
+    spec version, added trials) before anything is written.
     """
     refuse_unsupported(expansion)
     chosen_executor = choose_executor(executor or spec.resources.executor)
@@ -137,12 +150,8 @@ def submit(
         from .slurm import preflight_slurm
 
         probe = SubmitResult(layout, chosen_executor)
-        n = (
-            len(select_to_launch(layout, trials, retry_failed, probe, persist=False))
-            if layout.exists()
-            else len(trials)
-        )
-        facts = preflight_slurm(spec, n)
+        chosen = select_to_launch(layout, trials, retry_failed, probe, persist=False) if layout.exists() else trials
+        facts = preflight_slurm(spec, len(chosen), len(launch_units(chosen, spec.resources.pack)))
     change = describe_change(layout, spec, trials)  # to show; write_study compares again under the lock
     if on_change is not None:
         on_change(change)
@@ -160,8 +169,10 @@ def submit(
         to_launch = select_to_launch(layout, trials, retry_failed, result)
         if not to_launch:
             return result
-        ids = [t.trial_id for t in to_launch]
+        packs = launch_units(to_launch, spec.resources.pack)
+        ids = [t.trial_id for unit in packs for t in unit]
         result.launched = ids
+        result.packs = [[t.trial_id for t in unit] for unit in packs]
         version = spec_version(spec)
         cap = None
         if chosen_executor == "slurm":
@@ -170,12 +181,12 @@ def submit(
             cap = max_attempts()
         for tid in ids:
             store.submit(layout.trial(tid), chosen_executor, version, retry_failed=retry_failed, max_attempts=cap)
-        dirs = [layout.trial(tid).root for tid in ids]
+        units = [[layout.trial(tid).root for tid in unit] for unit in result.packs]
         if chosen_executor == "slurm":
             from .slurm import submit_slurm
 
             try:
-                result.job_ids = submit_slurm(spec, layout, dirs, task=task, max_array_size=facts["max_array_size"])
+                result.job_ids = submit_slurm(spec, layout, units, task=task, max_array_size=facts["max_array_size"])
             finally:  # also after a partial failure: what did reach Slurm is on record
                 jobs = {tid: store.read(layout.trial(tid)).job_id for tid in ids}
                 done = [tid for tid in ids if jobs[tid]]
@@ -185,12 +196,13 @@ def submit(
         log_submission(layout, spec, chosen_executor, ids, [])
         lock.write_info(mode="local-run", trials=len(ids))  # a second submit now refuses at once
         result.local = run_local(
-            dirs,
+            units,
             max_parallel=spec.resources.max_parallel,
             timeout_min=spec.resources.timeout_min,
             gpus=visible_gpu_ids()[: spec.resources.max_parallel * max(spec.resources.gpus_per_task, 0)],
             progress=progress,
             train=train,
+            pack_train=pack_train,
         )
         return result
     finally:

@@ -15,7 +15,9 @@ inserting tokens, so the three stages are re-run here from the model's own modul
   feature map before the transposed convolution is kept for the optional learnable upsampler.
 
 Both towers use the same ``num_context`` n. ``finetune`` builds the same wrapper without prompts and with every
-weight trainable and in train mode.
+weight trainable and in train mode. ``decoder_finetune`` trains the decoder only (FiLM, reduces, decoder layers,
+transposed convolution): both CLIP encoders stay frozen in eval mode and run without gradient, which is what the
+original's "E2E" baseline trained through ``CLIPSegForImageSegmentation.forward`` (reference §4.4).
 """
 
 from __future__ import annotations
@@ -94,10 +96,15 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         name: str,
         strategy: str,
         finetune: bool = False,
+        decoder_only: bool = False,
     ):
+        if finetune and decoder_only:
+            raise ValueError("finetune trains every weight; decoder_only trains the decoder alone: pick one")
         freeze(model)
         if finetune:
             model.requires_grad_(True).train()
+        if decoder_only:
+            model.decoder.requires_grad_(True).train()
         config = model.config
         head = LearnableUpsampler(config.reduce_dim) if learnable_upsampler else None
         super().__init__(
@@ -113,6 +120,7 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         )
         self.clipseg = model
         self.finetune = finetune
+        self.decoder_only = decoder_only
         self.extract_layers = tuple(config.extract_layers)
         self.patch_size = int(config.vision_config.patch_size)
         implementation = config.text_config._attn_implementation or "eager"
@@ -120,8 +128,46 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
             raise ModelLoadError(f"attention implementation {implementation!r} is not supported; use sdpa or eager")
         self._attn_implementation = implementation
 
+    @property
+    def trains_decoder(self) -> bool:
+        """The trial trains the decoder's weights (finetune, decoder_finetune): a pack cannot share the decoder."""
+        return self.finetune or self.decoder_only
+
     def frozen_modules(self) -> list[nn.Module]:
-        return [] if self.finetune else [self.clipseg]
+        if self.finetune:
+            return []
+        return [self.clipseg.clip] if self.decoder_only else [self.clipseg]
+
+    def unused_parameter_names(self) -> list[str]:
+        """Weights the prompt-free segmentation forward never reads, so they never get a gradient, even under
+        ``finetune``: vision layers above the deepest extract layer, the post-LayerNorm, the visual projection and
+        the logit scale (only CoCoOp's frozen pooled pass runs the first three)."""
+        layers = len(self.clipseg.clip.vision_model.encoder.layers)
+        above = range(max(self.extract_layers) + 1, layers)
+        unused = [f"clipseg.clip.vision_model.encoder.layers.{i}." for i in above]
+        unused += ["clipseg.clip.vision_model.post_layernorm.", "clipseg.clip.visual_projection."]
+        names = [n for n, _ in self.named_parameters() if n.startswith(tuple(unused))]
+        return names + (["clipseg.clip.logit_scale"] if hasattr(self.clipseg.clip, "logit_scale") else [])
+
+    def describe_prompts(self) -> list[str]:
+        if self.finetune:
+            params = dict(self.named_parameters())
+            unused = sum(params[n].numel() for n in self.unused_parameter_names())
+            top = max(self.extract_layers) + 2
+            layers = len(self.clipseg.clip.vision_model.encoder.layers)
+            above = f"vision layer {top}" if top == layers else f"vision layers {top}..{layers}"
+            return [
+                f"no prompts: every weight of {self.name} is trained ({self.strategy}); {unused:,} of them "
+                f"({above}, post-LayerNorm, visual projection, logit scale) feed nothing the segmentation reads "
+                "and never receive a gradient"
+            ]
+        if not self.decoder_only:
+            return super().describe_prompts()
+        return [
+            f"no prompts: only the decoder of {self.name} is trained (FiLM, reduces, decoder layers, transposed "
+            f"convolution; {self.strategy}); the CLIP image and text encoders are frozen and run without gradient, "
+            "as in the original's CLIPSeg E2E baseline"
+        ]
 
     @property
     def num_vision_context(self) -> int:
@@ -227,7 +273,10 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         else:
             prompts = learner()  # the joint work of multimodal learners runs once per forward
             activations, _ = self.encode_image(pixel_values, prompts.vision)
-        conditional = self.encode_text(input_ids, attention_mask, prompts.text)
+        # Without text prompts and outside finetune nothing upstream of the decoder trains: no graph for the text
+        # tower (decoder_finetune's encoders run without gradient, as under transformers' no_grad).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (bool(prompts.text) or self.finetune)):
+            conditional = self.encode_text(input_ids, attention_mask, prompts.text)
         n_vision = prompts.vision[0].shape[1] if prompts.vision else 0
         logits, features = self.decode(activations, conditional, grid, n_vision)
         if self.head is not None:
@@ -328,6 +377,7 @@ def wrap_clipseg(
         name=name,
         strategy=strategy,
         finetune=strategy == "finetune",
+        decoder_only=strategy == "decoder_finetune",
     )
 
 

@@ -19,8 +19,10 @@ move); the image pass runs without gradient, neck/decoder/projector with gradien
 CoCoOp conditions on the global average of the C5 map (1024-d). The frozen logits (stride 4) are resized to the
 input size bicubically (``align_corners=True``) as in TuneVLSeg; the optional head of §4.3 reads the decoder map.
 
-``finetune`` trains every weight with decoder dropout 0.2 (reference §4.4); prompt strategies and zero-shot use
-dropout 0 as the prompt-tuning configs did.
+``finetune`` trains every weight with decoder dropout 0.2 (reference §4.4): the original's CRIS E2E baseline ran its
+own code, with no encoder under ``no_grad``, so it did train every weight and ``finetune`` is its faithful
+baseline; ``decoder_finetune`` (CLIPSeg's decoder-only E2E) does not apply here and is refused with that reason.
+Prompt strategies and zero-shot use dropout 0 as the prompt-tuning configs did.
 
 Weights (``weights:`` in the spec): a local CRIS checkpoint (``.pth``/``.pt``/``.ckpt``; a plain state dict or one
 nested under ``state_dict``/``model``; prefixes ``module.``/``model.``/``net.`` stripped), loaded strictly. A
@@ -201,6 +203,11 @@ class CRISPromptedSegmenter(PromptedSegmenter):
         )
         self.cris = net
         self.finetune = finetune
+
+    @property
+    def trains_decoder(self) -> bool:
+        """The trial trains the decoder's weights (finetune): a pack cannot share the decoder."""
+        return self.finetune
 
     def frozen_modules(self) -> list[nn.Module]:
         return [] if self.finetune else [self.cris]

@@ -19,7 +19,15 @@ _STOPPING_KEYS = {
     "patience": "early_stopping_patience",
     "min_delta": "early_stopping_min_delta",
 }
-_RESOURCE_KEYS = ("executor", "gpus_per_task", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism")
+_RESOURCE_KEYS = (
+    "executor",
+    "gpus_per_task",
+    "cpus_per_task",
+    "mem_gb",
+    "timeout_min",
+    "array_parallelism",
+    "pack",
+)
 _SLURM_KEYS = ("partition", "account", "qos", "constraint", "profile")
 
 

@@ -1,5 +1,6 @@
 """Strategy parameters in search.space, search.per_strategy and train: who takes them, and whether every value
-a dimension can produce is valid for them (kind, range, choices, and prompt_depth against each model's maximum)."""
+a dimension can produce is valid for them (kind, range, choices, and prompt_depth against each model's maximum).
+Also what the catalog says about baselines: the model families one never runs on, and the epoch budget it keeps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from ..models import ModelInfo
 from ..registry import did_you_mean
-from ..strategies import STRATEGIES, ParamSpec, StrategyInfo
+from ..strategies import STRATEGIES, ParamSpec, StrategyInfo, incompatibility
 from .context import CheckContext
 from .distributions import allowed_kinds, kind_and_args
 from .report import KeyPath
@@ -203,9 +204,47 @@ def _check_fixed(ctx: CheckContext, listed: list[StrategyInfo]) -> None:
             _check_heads(ctx, path, value, ctx.models())
 
 
+def check_baseline_pairs(ctx: CheckContext) -> None:
+    """A baseline no listed model can run is an error, one that some cannot run a note (decoder_finetune on CRIS),
+    worded as plan words the skipped cells. Prompt strategies get the same check by tower in ``checks``."""
+    models = ctx.models()
+    if not models or not ctx.ok(("models",)):
+        return
+    for i, name in ctx.items("baselines"):
+        if name not in STRATEGIES or not STRATEGIES.get(name).baseline:
+            continue
+        info = STRATEGIES.get(name)
+        blocked = {m.name: why for m in models if (why := incompatibility(info, m.prompt_towers, m.name, m.family))}
+        if len(blocked) == len(models):
+            ctx.report.error(("baselines", i), f"{name} cannot run on any listed model: " + "; ".join(blocked.values()))
+        else:
+            for model, why in blocked.items():
+                ctx.report.note(f"{name} skipped for {model}: {why}")
+
+
+def _note_epoch_caps(ctx: CheckContext, listed: list[StrategyInfo]) -> None:
+    """Say when a baseline trains fewer epochs than the study's max_epochs (it keeps the run it reproduces)."""
+    train = ctx.section("train")
+    if not ctx.ok(("train", "max_epochs"), ("train", "min_epochs")):
+        return
+    high = train.get("max_epochs", 100)
+    settings = {"max_epochs": high, "min_epochs": train.get("min_epochs", min(10, high))}
+    for info in listed:
+        own = info.loop_settings(settings)
+        if own != settings:
+            ctx.report.note(
+                f"{info.name} trains {own['min_epochs']}-{own['max_epochs']} epochs (the original run's budget, "
+                f"at most {info.max_epochs}); the study's {settings['min_epochs']}-{settings['max_epochs']} applies "
+                "to the other strategies"
+            )
+
+
 def check_params(ctx: CheckContext) -> None:
-    """search.space, search.per_strategy and the strategy parameters fixed under train."""
+    """search.space, search.per_strategy and the strategy parameters fixed under train; baselines' model pairs and
+    epoch budgets."""
     listed = ctx.strategies()
     _check_space(ctx, listed)
     _check_per_strategy(ctx)
     _check_fixed(ctx, listed)
+    check_baseline_pairs(ctx)
+    _note_epoch_caps(ctx, listed)

@@ -233,6 +233,11 @@ def _translate(err: ValidationError, report: Reporter) -> list[KeyPath]:
         names = next((o["enum"] for o in err.validator_value if "enum" in o), [])
         shown = repr(value) if isinstance(value, list) else describe(value)
         msg = f"{shown} is not valid: give one of {', '.join(map(str, names))}, or a list of them (each once)"
+    elif kind == "oneOf" and path == ("resources", "pack"):
+        msg = (
+            f"{describe(value)} is not valid: give a whole number of trials per pack from 1 to 64 (1 = one trial per "
+            'process, the default), or "auto" (as many as the device memory allows, up to 16)'
+        )
     elif kind in ("minItems", "maxItems") and err.schema.get("minItems") == err.schema.get("maxItems") == 2:
         msg = f"expected two values [low, high], got {len(value)}"
     elif kind == "minItems":

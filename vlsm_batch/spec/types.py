@@ -115,6 +115,7 @@ class ResourcesSpec:
     timeout_min: int = 240
     array_parallelism: int = 64
     max_parallel: int = 1  # local executor: trials running at once
+    pack: int | str = 1  # trials of one cell per process and device: N, or "auto" (from free memory at run time)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
 
 

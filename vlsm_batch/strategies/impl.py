@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import VlsmBatchError
-from . import get_strategy
+from . import get_strategy, incompatibility
 
 
 class StrategyNotImplementedError(VlsmBatchError):
@@ -112,6 +112,7 @@ PROMPT_LEARNERS: dict[str, str | None] = {
     "shared_attn": "vlsm_batch.strategies.multimodal:build_shared_attn",
     "zero_shot": None,
     "finetune": None,  # no prompts: the model wrapper unfreezes every weight
+    "decoder_finetune": None,  # no prompts: the model wrapper unfreezes the decoder (CLIPSeg only)
 }
 
 
@@ -121,9 +122,24 @@ def resolve_params(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {p.name: params.get(p.name, p.default) for p in info.params}
 
 
+def refuse_inapplicable(strategy: str, model_name: str) -> None:
+    """Raise with the catalog's reason when ``strategy`` never runs on ``model_name`` (vpt or decoder_finetune on
+    CRIS), the reason validate and plan give for skipping the pair."""
+    from ..models import MODELS
+
+    if model_name not in MODELS:
+        return
+    model = MODELS.get(model_name)
+    reason = incompatibility(get_strategy(strategy), model.prompt_towers, model_name, model.family)
+    if reason:
+        raise StrategyNotImplementedError(reason)
+
+
 def build_prompt_learner(strategy: str, params: Mapping[str, Any], ctx: LearnerContext) -> PromptLearner | None:
-    """Build the learner of ``strategy`` (None: no prompts), or say plainly that this build lacks it."""
+    """Build the learner of ``strategy`` (None: no prompts), or say plainly that this build lacks it or that the
+    pair does not apply."""
     get_strategy(strategy)  # unknown names raise the catalog's error with close matches
+    refuse_inapplicable(strategy, ctx.model_name)
     if strategy not in PROMPT_LEARNERS:
         raise StrategyNotImplementedError(f"strategy {strategy!r} is not implemented in this build")
     target = PROMPT_LEARNERS[strategy]

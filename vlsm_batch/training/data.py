@@ -219,6 +219,7 @@ class Collate:
             "mask": masks,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
+            "prompts": prompts,  # the texts, for a packed trial whose prompt length needs its own tokenisation
         }
         if self.with_original:
             batch["original_masks"] = self.cache.original_masks(indices)

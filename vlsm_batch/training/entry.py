@@ -77,6 +77,9 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     if not trains:  # zero-shot: evaluated like the benchmark (batch 32, fp32; reference §4.4), nothing is fit
         train = {"batch_size": 32, "precision": "32", "max_epochs": 1, **train}
 
+    if trains and _packed_before(paths):  # its last attempt trained in a pack: resume it the same way
+        return _train_as_pack(paths, model_factory)
+
     pl.seed_everything(config["seed"], workers=True)
     cuda = torch.cuda.is_available()
     if cuda:
@@ -167,6 +170,26 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     except OSError as exc:
         raise named_os_error(exc, paths.metrics) from exc
     return metrics
+
+
+def _packed_before(paths: TrialPaths) -> bool:
+    """True when the trial's last checkpoint was written by a pack (``training.pack``), which Lightning cannot
+    resume (its progress is in ``pack_state``, not in Lightning's loop state)."""
+    last = paths.checkpoints / LAST
+    return last.is_file() and checkpoint_problem(last, required=("pack_state",)) is None
+
+
+def _train_as_pack(paths: TrialPaths, model_factory: ModelFactory | None) -> dict[str, Any]:
+    """Resume a trial alone in the pack loop (the same arithmetic as Lightning's, see ``training.pack``)."""
+    from .pack import train_pack
+
+    print("resuming a trial that trained in a pack: continuing in the pack loop, alone", flush=True)
+    end = train_pack([paths.root], model_factory=model_factory)[paths.root.name]
+    if end.kind in ("done", "pruned") and end.metrics is not None:
+        return end.metrics
+    if end.error is not None:
+        raise end.error
+    raise RuntimeError(end.message or f"the trial ended {end.kind}")
 
 
 def _resume_point(paths: TrialPaths) -> ResumePoint:

@@ -1,4 +1,4 @@
-"""The LightningModule of a trial: loss, per-image validation metrics, AdamW + ReduceLROnPlateau.
+"""The LightningModule of a trial: loss, per-image validation metrics, multi-tensor AdamW + ReduceLROnPlateau.
 
 Checkpoints hold only the trainable parameters (plus buffers): the frozen encoders are rebuilt from their weights
 (or from the seed), so a prompt-tuning checkpoint is kilobytes instead of the whole VLSM.
@@ -21,6 +21,7 @@ from ..metrics import VAL_DICE, VAL_IOU, VAL_LOSS
 from ..metrics.segmentation import dice_iou_from_logits, dice_iou_original
 from .data import Batch, BatchTransform, stream_seed
 from .loss import dice_ce_loss
+from .optim import make_adamw
 
 
 class SegmentationModule(pl.LightningModule):
@@ -83,7 +84,8 @@ class SegmentationModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # weight_decay 0 means no decay: the original passed AdamW's default 0.01 then (reference §9.17).
         groups = self.model.param_groups(self.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        # multi-tensor AdamW (fused on CUDA and CPU, else foreach), not torch's per-tensor loop on CPU (training.optim)
+        optimizer = make_adamw(groups, self.lr, self.weight_decay, self.device.type)
         # Stepped here, on val/loss, at the end of each training epoch (see on_train_epoch_end), not by Lightning.
         self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, patience=5)
         if self._plateau_state is not None:

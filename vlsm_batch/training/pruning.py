@@ -37,11 +37,18 @@ class PruningCallback(pl.Callback):
             trainer.should_stop = True
 
 
-def pruning_callbacks(trial_root: Path, config: dict[str, Any]) -> list[pl.Callback]:
-    """The callback for a trial whose config names an Optuna trial with a pruner (none otherwise)."""
+def report_hook(trial_root: Path, config: dict[str, Any]) -> ReportHook | None:
+    """The per-epoch report of a trial whose config names an Optuna trial with a pruner (None otherwise)."""
     opt = config.get("optuna") or {}
     if (opt.get("pruner") or {}).get("type", "none") == "none" or config.get("optuna_trial") is None:
-        return []
+        return None
     from ..search.optuna_study import Reporter  # Optuna only for trials that use it
 
-    return [PruningCallback(Reporter(trial_root), opt.get("metric", "val/dice"))]
+    return Reporter(trial_root)
+
+
+def pruning_callbacks(trial_root: Path, config: dict[str, Any]) -> list[pl.Callback]:
+    """The callback for a trial whose config names an Optuna trial with a pruner (none otherwise)."""
+    hook = report_hook(trial_root, config)
+    metric = (config.get("optuna") or {}).get("metric", "val/dice")
+    return [PruningCallback(hook, metric)] if hook is not None else []

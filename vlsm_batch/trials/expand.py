@@ -124,7 +124,8 @@ def expand(spec: StudySpec) -> Expansion:
                 cell.unsupported = unsupported_reason(model, dataset_info(spec, dataset), strategy)
                 data = data_identity(spec, dataset)
                 space, fixed = cell_space(spec, strategy)
-                train = spec.train.loop_settings() if info.trains else {}
+                # a baseline that reproduces a run keeps that run's epoch budget (decoder_finetune: at most 40)
+                train = info.loop_settings(spec.train.loop_settings()) if info.trains else {}
                 seeds = spec.seeds if info.trains else spec.seeds[:1]  # zero-shot has nothing to replicate
                 n = spec.search.trials if space else 1
                 base = Trial(model, dataset, strategy, 0, {}, train, objective, 0, data)
