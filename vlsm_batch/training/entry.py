@@ -368,7 +368,10 @@ def trial_loggers(paths: TrialPaths, config: dict[str, Any]) -> list[Any]:
                 )
             )
         elif logger == "mlflow":
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or (study / "mlruns").absolute().as_uri()
+            uri = os.environ.get("MLFLOW_TRACKING_URI")
+            if not uri:  # the study's own file store: newer MLflow needs an explicit opt-in for it
+                uri = (study / "mlruns").absolute().as_uri()
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             out.append(pl_loggers.MLFlowLogger(experiment_name=name, run_name=trial_id, tracking_uri=uri))
     for lg in out:
         lg.log_hyperparams(hparams)
