@@ -88,19 +88,7 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     root, prompt_key = dataset_root(config)  # before the model: a missing dataset fails fast
     factory = model_factory or _default_factory()
     model = factory(config["model"], config["strategy"], params, config.get("weights"))
-    data = SegmentationData(
-        root,
-        model.tokenize,
-        model.image_size,
-        model.image_mean,
-        model.image_std,
-        batch_size=int(train["batch_size"]),
-        num_workers=int(config.get("num_workers", 0)),
-        prompt_key=prompt_key,
-        pin_memory=cuda,
-        dataset=trial_dataset(config),
-        device="cuda" if cuda else None,  # decoded once, then kept on the GPU (augmented there)
-    )
+    data = trial_data(config, model, root, prompt_key, int(train["batch_size"]), cuda)
     seed = int(config["seed"])
     module = SegmentationModule(
         model, data.transform, params.get("lr", 0.0), params.get("weight_decay", 0.0), seed=seed
@@ -265,6 +253,25 @@ def trial_dataset(config: dict[str, Any]) -> DatasetInfo:
     if config.get("dataset_def"):
         return custom_dataset_info(config["dataset_def"])
     return get_dataset(config["dataset"])
+
+
+def trial_data(
+    config: dict[str, Any], model: Any, root: Path, prompt_key: str, batch_size: int, cuda: bool
+) -> SegmentationData:
+    """The trial's three splits at ``model``'s resolution and normalisation (shared by a pack's members)."""
+    return SegmentationData(
+        root,
+        model.tokenize,
+        model.image_size,
+        model.image_mean,
+        model.image_std,
+        batch_size=batch_size,
+        num_workers=int(config.get("num_workers", 0)),
+        prompt_key=prompt_key,
+        pin_memory=cuda,
+        dataset=trial_dataset(config),
+        device="cuda" if cuda else None,  # decoded once, then kept on the GPU (augmented there)
+    )
 
 
 def dataset_root(config: dict[str, Any]) -> tuple[Path, str]:

@@ -52,7 +52,7 @@ from ..metrics.segmentation import dice_iou_from_logits, dice_iou_original, mean
 from ..models import packed
 from ..strategies import get_strategy
 from .checkpoint_io import LAST, checkpoint_epochs, checkpoint_problem, read_checkpoint, write_checkpoint
-from .data import Batch, PromptTokens, SegmentationData, stream_seed
+from .data import Batch, PromptTokens, stream_seed
 from .loss import dice_ce_loss
 
 PACK_FORMAT = 1
@@ -233,7 +233,7 @@ class Pack:
     """Everything the members share: data, device, precision, the frozen model, and the training loop."""
 
     def __init__(self, roots: Sequence[Path], events: PackEvents, model_factory: Any = None):
-        from .entry import _default_factory, dataset_root, resolve_precision, trial_dataset
+        from .entry import _default_factory, dataset_root, resolve_precision, trial_data
 
         self.events = events
         self.paths = [TrialPaths(Path(r).absolute()) for r in roots]
@@ -257,19 +257,7 @@ class Pack:
         root, prompt_key = dataset_root(first)
         factory = model_factory or _default_factory()
         base = factory(first["model"], first["strategy"], first["params"], first.get("weights"))
-        self.data = SegmentationData(
-            root,
-            base.tokenize,
-            base.image_size,
-            base.image_mean,
-            base.image_std,
-            batch_size=int(train["batch_size"]),
-            num_workers=int(first.get("num_workers", 0)),
-            prompt_key=prompt_key,
-            pin_memory=self.cuda,
-            dataset=trial_dataset(first),
-            device="cuda" if self.cuda else None,
-        )
+        self.data = trial_data(first, base, root, prompt_key, int(train["batch_size"]), self.cuda)
         self.members: list[Member] = []
         for i, (paths, config) in enumerate(zip(self.paths, configs, strict=True)):
             pl.seed_everything(self.seed, workers=True, verbose=False)  # each learner starts as it would alone
