@@ -8,6 +8,9 @@ are timed in the same process on the same batch, interleaved (solo, pack, solo, 
 compares calls made under the same load. K = 16 is skipped where the probe says the fused step would not fit in
 the free memory.
 
+Visual strategies step member by member on a CPU (``training.pack.fuse_visual``); there the fused step is timed
+as well and printed as "fused instead".
+
 Part 2: the 16-trial CoOp study of the quickstart's shape (tiny CLIPSeg, generated data) through the real
 ``vlsm-batch submit`` (local executor), ``pack: 8`` against ``pack: 1``, run one after the other in fresh folders.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +40,7 @@ from vlsm_batch.models import packed
 from vlsm_batch.models.clipseg import build_clipseg
 from vlsm_batch.training.loss import dice_ce_loss
 from vlsm_batch.training.optim import make_adamw
-from vlsm_batch.training.pack import MEMORY_MARGIN, Pack, free_memory_bytes
+from vlsm_batch.training.pack import FUSE_ENV, MEMORY_MARGIN, Pack, free_memory_bytes, fuse_visual
 
 PROMPT = "a small benign tumour in the left breast"
 PARAMS: dict[str, dict[str, Any]] = {
@@ -128,9 +132,11 @@ def bench_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             rows.append(row)
             mfu = f"  MFU {row['mfu']:.0%}" if row.get("mfu") else ""
+            fused = f"  (fused instead: x{row['fused_speedup']:.2f})" if "fused_speedup" in row else ""
             print(
                 f"{strategy:12s} K={k:2d}  solo {row['solo_trial_steps_per_s']:7.3f}  pack "
-                f"{row['pack_trial_steps_per_s']:7.3f} trial-steps/s  x{row['speedup']:.2f}{mfu}  ({name})",
+                f"{row['pack_trial_steps_per_s']:7.3f} trial-steps/s  x{row['speedup']:.2f} {row['pack_mode']}"
+                f"{mfu}{fused}  ({name})",
                 flush=True,
             )
             if device.type == "cuda":
@@ -162,10 +168,20 @@ def measure(
     for _ in range(args.warmup):
         solo_step(models, optimizers, batch, pack._autocast)
         pack.train_step(batch)
-    solo_t, pack_t = [], []
+    # Visual strategies: the pack's own choice (fused on a GPU, member by member on a CPU: pack.fuse_visual) and,
+    # on a CPU, the fused step too, timed in the same rounds, so the ratio that made the choice is printed.
+    visual = strategy not in ("coop", "cocoop")
+    other = visual and device.type != "cuda"
+    solo_t, pack_t, fused_t = [], [], []
     for _ in range(args.repeats):
         solo_t.append(best_of(lambda: solo_step(models, optimizers, batch, pack._autocast), device))
         pack_t.append(best_of(lambda: pack.train_step(batch), device))
+        if other:
+            os.environ[FUSE_ENV] = "1"
+            try:
+                fused_t.append(best_of(lambda: pack.train_step(batch), device))
+            finally:
+                os.environ.pop(FUSE_ENV)
     solo_s, pack_s = min(solo_t), min(pack_t)
     row: dict[str, Any] = {
         "strategy": strategy,
@@ -176,7 +192,11 @@ def measure(
         "speedup": solo_s / pack_s,
         "solo_s": solo_s,
         "pack_s": pack_s,
+        "pack_mode": "shared image" if not visual else ("fused" if fuse_visual(device) else "by member"),
     }
+    if fused_t:
+        row["fused_s"] = min(fused_t)
+        row["fused_speedup"] = solo_s / min(fused_t)
     if device.type == "cuda":
         flops = step_flops(models[0], batch) * k
         row["pack_trial_images_per_s"] = k * args.batch / pack_s

@@ -67,12 +67,23 @@ def test_text_side_pack_is_exact(tmp_path: Path, data_root: Path, model: str, st
     _compare(solo, packed_dirs, ends, tol=1e-6, weights=1e-6)
 
 
-def test_visual_pack_matches_within_round_off(tmp_path: Path, data_root: Path) -> None:
-    """VPT runs one fused forward of all members: equal to solo within float round-off after a short fit."""
+@pytest.mark.parametrize(("fuse", "tol", "weights"), [("1", 1e-4, 1e-3), ("0", 1e-6, 1e-6)], ids=["fused", "by-member"])
+def test_visual_pack_matches_solo(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, fuse: str, tol: float, weights: float
+) -> None:
+    """VPT in one fused forward of all members (the GPU path) equals solo within float round-off after a short
+    fit; member by member (the CPU path, ``pack.fuse_visual``) it equals solo to the last bit."""
+    monkeypatch.setenv(pack_mod.FUSE_ENV, fuse)
+    assert pack_mod.fuse_visual(torch.device("cpu")) is (fuse == "1")
     solo, packed_dirs = twin_studies(tmp_path, data_root, strategy="vpt", trials=3, epochs=2, lr=(1e-3, 3e-3))
     _solo(solo)
     ends = train_pack(packed_dirs)
-    _compare(solo, packed_dirs, ends, tol=1e-4, weights=1e-3)
+    _compare(solo, packed_dirs, ends, tol=tol, weights=weights)
+
+
+def test_visual_members_fuse_on_gpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pack_mod.FUSE_ENV, raising=False)
+    assert pack_mod.fuse_visual(torch.device("cuda")) and not pack_mod.fuse_visual(torch.device("cpu"))
 
 
 def _visual_members(strategy: str) -> tuple[list, list]:

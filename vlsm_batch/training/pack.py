@@ -59,6 +59,21 @@ PACK_FORMAT = 1
 BEST = "best.ckpt"
 POLL_S = 2.0  # how often a running pack asks whether a member was cancelled
 MEMORY_MARGIN = 0.15  # share of the free memory a pack leaves unused (the rule `plan` predicts with, jobs.estimate)
+FUSE_ENV = "VLSM_PACK_FUSE"  # "1": fused visual forward on any device, "0": member by member; unset: by device
+
+
+def fuse_visual(device: torch.device) -> bool:
+    """Whether visual-prompt members run one fused forward (K sequences stacked) or one member after another.
+
+    Fusing makes each GEMM K times larger, which is what a GPU needs; on a CPU the GEMMs of one member are
+    already large enough and the K-fold activations fall out of cache: benchmarks/pack.py measured the fused VPT
+    step at 0.83x of solo steps for K = 4 (2 cores, full-size CLIPSeg), so on CPU the members step one at a time
+    (same result as alone, bit for bit) and a pack saves start-up, data and model loads only.
+    """
+    forced = os.environ.get(FUSE_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return device.type == "cuda"
 
 
 @dataclass
@@ -472,15 +487,31 @@ class Pack:
         self._evaluate(stopping)
 
     def _step(self, members: list[Member], batch: Batch) -> None:
-        """One training step of every member on ``batch``: forwards (shared or fused), one backward, own steps."""
-        losses: list[tuple[Member, Tensor]] = []
+        """One training step of every member on ``batch``: forwards (shared or fused), one backward, own steps.
+        Visual strategies where fusing does not pay (:func:`fuse_visual`) step member by member instead."""
+        if not fuse_visual(self.device) and not all(packed.frozen_image_path(m.model) for m in members):
+            for m in members:  # forward and backward one member at a time: one member's activations live at once
+                with self._autocast():
+                    losses = self._losses(self._own_forward([m], batch, train=True), batch)
+                self._train_on(losses, batch)
+            return
         with self._autocast():
-            for m, logits in self._forward(members, batch, train=True):
-                loss = dice_ce_loss(logits, batch["mask"])
-                if not torch.isfinite(loss.detach()):
-                    self._fail(m, FloatingPointError(f"train/loss is {float(loss)} at epoch {m.epoch + 1}"), "diverged")
-                    continue
-                losses.append((m, loss))
+            losses = self._losses(self._forward(members, batch, train=True), batch)
+        self._train_on(losses, batch)
+
+    def _losses(self, forwards: list[tuple[Member, Tensor]], batch: Batch) -> list[tuple[Member, Tensor]]:
+        """Each member's finite training loss (called under autocast); a member whose loss is not finite fails alone."""
+        losses: list[tuple[Member, Tensor]] = []
+        for m, logits in forwards:
+            loss = dice_ce_loss(logits, batch["mask"])
+            if not torch.isfinite(loss.detach()):
+                self._fail(m, FloatingPointError(f"train/loss is {float(loss)} at epoch {m.epoch + 1}"), "diverged")
+                continue
+            losses.append((m, loss))
+        return losses
+
+    def _train_on(self, losses: list[tuple[Member, Tensor]], batch: Batch) -> None:
+        """One backward of the summed losses (the graphs share no trainable tensor), then each member's own step."""
         if not losses:
             return
         total = sum((m.scaler.scale(loss) if m.scaler is not None else loss) for m, loss in losses)
@@ -513,7 +544,11 @@ class Pack:
                 except Exception as exc:
                     self._member_error(m, exc)
             return out
-        fusable = packed.can_fuse([m.model for m in members]) and all(m.tokens is None for m in members)
+        fusable = (
+            fuse_visual(self.device)
+            and packed.can_fuse([m.model for m in members])
+            and all(m.tokens is None for m in members)
+        )
         if fusable:
             prompts, ok = [], []
             for m in members:
@@ -528,11 +563,16 @@ class Pack:
             ids, mask = batch["input_ids"], batch["attention_mask"]
             logits = packed.fused_logits([m.model for m in ok], prompts, pixels, ids, mask)
             return list(zip(ok, logits, strict=True))
-        for m in members:  # nothing to share (e.g. visual prompts of different lengths): one forward each
+        return self._own_forward(members, batch, train)  # nothing to share (e.g. visual prompts of other lengths)
+
+    def _own_forward(self, members: list[Member], batch: Batch, train: bool) -> list[tuple[Member, Tensor]]:
+        """Each member's own full forward (what it computes alone)."""
+        out: list[tuple[Member, Tensor]] = []
+        for m in members:
             ids, mask = self._tokens(m, batch)
             try:
                 with _own_stream(m, self.device) if train else nullcontext():
-                    out.append((m, m.model(pixels, ids, mask)))
+                    out.append((m, m.model(batch["pixel_values"], ids, mask)))
             except Exception as exc:
                 self._member_error(m, exc)
         return out
