@@ -43,14 +43,14 @@ from vlsm_batch.training.loss import dice_ce_loss
 from vlsm_batch.training.optim import make_adamw
 
 PROMPT = "a small benign tumour in the left breast"
-LR, WD = 2e-4, 1e-3  # the original's E2E settings (reference §4.4), also both baselines' defaults
+LR, WD = 2e-4, 1e-3  # the original's E2E settings (docs/science.md §4.4), also both baselines' defaults
 _DECAY = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 
 Step = Callable[[], tuple[float, float, float]]  # (forward + backward s, optimizer s, process CPU s), wall clock
 
 
 def original_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The original's AdamW groups over *all* parameters (reference §5): decay on Linear/Conv weights and
+    """The original's AdamW groups over *all* parameters (docs/science.md §5): decay on Linear/Conv weights and
     ``*proj_weight``, none on biases, norms, embeddings and free parameters."""
     decay, no_decay = [], []
     for module in model.modules():

@@ -26,7 +26,7 @@ from vlsm_batch.models.clipseg import CLIPSegPromptedSegmenter, build_clipseg, w
 
 PROMPT = "a small benign tumour in the left breast"
 STRATEGIES = ("coop", "cocoop", "vpt", "maple", "shared_separate", "shared_attn", "finetune")
-PARAMS: dict[str, dict[str, Any]] = {  # reference defaults (§3.1): h = 64, s = 64, F = 1536, 16 heads
+PARAMS: dict[str, dict[str, Any]] = {  # reference defaults (docs/science.md §3.1): h = 64, s = 64, F = 1536, 16 heads
     "cocoop": {"intermediate_dim": 64},
     "maple": {"intermediate_dim": 64},
     "shared_separate": {"shared_dim": 64},

@@ -41,8 +41,7 @@ resources:
   cpus_per_task: 1
   mem_gb: 1
   timeout_min: 30
-  array_parallelism: 64
-  slurm: {{partition: {partition}}}
+  slurm: {{partition: {partition}, array_throttle: 64}}
 """
 
 SHIMS = {

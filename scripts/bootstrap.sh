@@ -49,7 +49,7 @@ ensure_venv() {
   _stage "installing ${torch_req:-torch} and torchvision from the wheels on disk"
   _with_heartbeat "installing torch" _quiet_pip "${torch_req:-torch}" torchvision
   _stage "installing vlsm-batch and its dependencies (Lightning, transformers, open_clip, polars, optuna, ...) and the test tools"
-  _with_heartbeat "installing the dependencies" _quiet_pip -e '.[test]'
+  _with_heartbeat "installing the dependencies" _quiet_pip -e '.[all,test]'
   _stage "checking that everything imports"
   .venv/bin/python -c "import vlsm_batch, torch, transformers, open_clip, pytorch_lightning, polars" || {
     echo "install failed: see the pip output above" >&2; return 1; }

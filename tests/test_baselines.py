@@ -1,5 +1,5 @@
 """The two fine-tuning baselines say what they train: ``finetune`` every weight, ``decoder_finetune`` only CLIPSeg's
-decoder (what the original's E2E trained through transformers' no_grad encoders, reference §4.4), refused on CRIS
+decoder (what the original's E2E trained through transformers' no_grad encoders, docs/science.md §4.4), refused on CRIS
 everywhere; plus the multi-tensor AdamW every trial uses."""
 
 from __future__ import annotations
@@ -218,8 +218,10 @@ def test_make_adamw_is_multi_tensor_with_the_same_math() -> None:
     assert not any(g["foreach"] or g["fused"] for g in reference.param_groups)
     assert [(g["lr"], g["weight_decay"]) for g in made.param_groups] == [(2e-4, 1e-2), (2e-4, 0.0)]
     # Through the model, Adam's normalised step turns 1-ulp differences of the fused kernel into slightly different
-    # gradients, so compare it there loosely, and exactly on the same gradients below.
-    assert max((a - b).abs().max().item() for a, b in zip(fused_params, single, strict=True)) <= 1e-5
+    # gradients (a near-zero component can move by a share of lr either way; how many depends on the CPU's vector
+    # width: 5e-5 after 4 steps on an AMD EPYC), so compare it there against the step budget (a different update rule
+    # would move weights by about lr per step), and tightly on the same gradients below.
+    assert max((a - b).abs().max().item() for a, b in zip(fused_params, single, strict=True)) <= 0.25 * 2e-4 * 4
     gen = torch.Generator().manual_seed(0)
     start = [torch.randn(300, generator=gen) for _ in range(3)]
     grads = [[torch.randn(300, generator=gen) * s for s in (1.0, 1e-4, 1e-8)] for _ in range(5)]

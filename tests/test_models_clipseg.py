@@ -223,7 +223,7 @@ def full_zero_shot() -> CLIPSegPromptedSegmenter:
 
 
 def test_full_size_trainable_counts(full_zero_shot: CLIPSegPromptedSegmenter) -> None:
-    """Reference §3.3: CoOp d·4·512, upsampler 64·25 + 1 + 1."""
+    """docs/science.md §3.3: CoOp d·4·512, upsampler 64·25 + 1 + 1."""
     base, tok = full_zero_shot.clipseg, full_zero_shot.tokenizer
     assert full_zero_shot.total_parameter_count() == 150_693_890  # CLIP ViT-B/16 149.62 M + decoder 1.07 M
     assert full_zero_shot.trainable_parameter_count() == 0

@@ -1,5 +1,5 @@
-"""CRIS (reference §4.2): CoOp / CoCoOp / baselines on cris-tiny, eval mode through fit, checkpoint loading, and
-the full-size trainable counts of reference §3.3 on one random-init build."""
+"""CRIS (docs/science.md §4.2): CoOp / CoCoOp / baselines on cris-tiny, eval mode through fit, checkpoint loading, and
+the full-size trainable counts of docs/science.md §3.3 on one random-init build."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_zero_shot_and_finetune() -> None:
     fine = create_model("cris-tiny", "finetune", {})
     assert fine.trainable_parameter_count() == fine.total_parameter_count()
     dropouts = [m.p for m in fine.cris.decoder.modules() if isinstance(m, torch.nn.Dropout)]
-    assert dropouts and set(dropouts) == {0.2}  # reference §4.4
+    assert dropouts and set(dropouts) == {0.2}  # docs/science.md §4.4
     assert {m.p for m in zero.cris.decoder.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
     fine.train()
     assert all(m.training for m in fine.modules())
@@ -217,7 +217,7 @@ def test_full_cris_needs_a_local_checkpoint() -> None:
         build_cris("coop", {})
 
 
-# -- full size (reference §3.3) ------------------------------------------------------------------------------------
+# -- full size (docs/science.md §3.3) ----------------------------------------------------------------------------------
 def test_full_size_trainable_counts() -> None:
     net = build_net("full", 0.0)
     tok = offline_clip_tokenizer()

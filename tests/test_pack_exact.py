@@ -107,14 +107,17 @@ def _inputs(model: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
 
 @pytest.mark.parametrize("strategy", ["vpt", "maple", "shared_attn", "shared_separate"])
 def test_fused_forward_and_gradients_match_solo(strategy: str) -> None:
-    """The fused forward of members with different depths gives each one its solo logits (bit for bit), and the
-    backward of the summed loss gives each member its solo gradients within float round-off."""
+    """The fused forward of members with different depths gives each one its solo logits, and the backward of the
+    summed loss gives each member its solo gradients, within float round-off. Not bit for bit on every CPU: a
+    GEMM with K times the rows may be blocked differently by the BLAS (bit-equal on an earlier CI machine, 3e-6
+    on logits of scale 10 on an AMD EPYC one)."""
     solo_models, members = _visual_members(strategy)
     pixels, ids, mask, target = _inputs(members[0])
     solo_logits = [m(pixels, ids, mask) for m in solo_models]
     fused = packed.fused_logits(members, [packed.member_prompts(m) for m in members], pixels, ids, mask)
     for a, b in zip(solo_logits, fused, strict=True):
-        assert float((a - b).detach().abs().max()) == 0.0
+        scale = max(1.0, float(a.detach().abs().max()))
+        assert float((a - b).detach().abs().max()) <= 1e-6 * scale
     for logits in solo_logits:
         dice_ce_loss(logits, target).backward()
     sum(dice_ce_loss(x, target) for x in fused).backward()
@@ -123,7 +126,7 @@ def test_fused_forward_and_gradients_match_solo(strategy: str) -> None:
         for name, p in s.named_parameters():
             if p.requires_grad:
                 gap = float((p.grad - grads[name]).abs().max())
-                assert gap <= 1e-5 * max(1e-3, float(p.grad.abs().max())), (name, gap)
+                assert gap <= 2e-4 * max(1e-3, float(p.grad.abs().max())), (name, gap)  # fp32 sums, reordered
 
 
 def test_fused_two_steps_match_solo() -> None:
@@ -133,7 +136,7 @@ def test_fused_two_steps_match_solo() -> None:
     Not bit-exact: the fused backward rounds some rows differently (gradients differ by ~1e-9), and AdamW's first
     steps move each weight by about lr times g / (|g| + eps) whatever the gradient's size, so a gradient component
     near 0 can move by a sizeable share of lr: the gap grows with lr and with the number of such weights (MaPLe's
-    couplings). A real fit stays within 1e-4 on its metrics (test_visual_pack_matches_within_round_off)."""
+    couplings). A real fit stays within 1e-4 on its metrics (test_visual_pack_matches_solo)."""
     solo_models, members = _visual_members("vpt")
     pixels, ids, mask, target = _inputs(members[0])
     opt_solo = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-3) for m in solo_models]

@@ -23,7 +23,7 @@ models: [clipseg-tiny, clipseg]
 datasets: [synthetic, kvasir_polyp]
 strategies: [coop, cocoop, maple]
 baselines: [zero_shot, finetune]
-weights: {clipseg: CIDAS/clipseg-rd64, clipseg-tiny: ./ckpt/tiny.pt}
+weights: {clipseg: "hf-hub:CIDAS/clipseg-rd64", clipseg-tiny: ./ckpt/tiny.pt}
 search:
   method: random
   trials: 20
@@ -53,8 +53,8 @@ resources:
   cpus_per_task: 4
   mem_gb: 16
   timeout_min: 60
-  array_parallelism: 8
-  slurm: {partition: gpu, account: null, qos: normal, constraint: a100|h100, extra: {exclude: "node[01-03]"}}
+  slurm: {partition: gpu, account: null, qos: normal, constraint: a100|h100, extra: {exclude: "node[01-03]"},
+          array_throttle: 8}
   local: {max_parallel: 2}
 """
 

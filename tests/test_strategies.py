@@ -1,5 +1,5 @@
-"""All six prompt strategies and both baselines on CLIPSeg (reference §2-§4): trainability, gradients, depth
-semantics, eval mode through fit, and the full-size trainable counts of reference §3.3."""
+"""All six prompt strategies and both baselines on CLIPSeg (docs/science.md §2-§4): trainability, gradients, depth
+semantics, eval mode through fit, and the full-size trainable counts of docs/science.md §3.3."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def test_frozen_modules_stay_in_eval_mode_through_fit(strategy: str) -> None:
     assert_frozen_through_fit(model, model.clipseg, batch(model))
 
 
-# -- full-size counts (reference §3.3) -------------------------------------------------------------------------------
+# -- full-size counts (docs/science.md §3.3) ---------------------------------------------------------------------------
 REFERENCE_COUNTS = [
     ("coop", {}, 2_048, 20_480),
     ("cocoop", {"intermediate_dim": 64}, 68_160, 681_600),
@@ -269,8 +269,8 @@ def test_describe_command_counts_and_placement(capsys: pytest.CaptureFixture[str
 
 
 def test_parse_settings_checks_kinds_and_ranges() -> None:
+    from vlsm_batch.cli.models import parse_settings
     from vlsm_batch.errors import VlsmBatchError
-    from vlsm_batch.models.commands import parse_settings
 
     assert parse_settings("maple", ["intermediate_dim=null", "lr=1", "context_init=a photo"]) == {
         "intermediate_dim": None,
@@ -319,3 +319,45 @@ def test_zero_shot_trial_evaluates_without_training(tmp_path: Any) -> None:
     assert metrics["trainable_params"] == 0 and metrics["epochs"] == 0 and metrics["best_epoch"] is None
     assert metrics["n_val"] > 0 and metrics["n_test"] > 0 and 0 <= metrics["test/dice"] <= 1
     assert not (trial / "checkpoints" / "last.ckpt").exists()
+
+
+# -- one declaration per strategy ---------------------------------------------------------------------------------
+def test_every_catalog_entry_names_a_learner_for_its_towers() -> None:
+    from vlsm_batch.strategies import STRATEGIES as CATALOG
+    from vlsm_batch.strategies.impl import learner_class
+
+    for name in CATALOG:
+        info = get_strategy(name)
+        cls = learner_class(info)
+        if info.towers:
+            assert cls is not None and cls.towers == info.towers, name
+        else:
+            assert cls is None and info.learner is None, name
+
+
+def test_the_strategy_catalog_does_not_import_the_model_catalog() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vlsm_batch.strategies, vlsm_batch.strategies.impl, vlsm_batch.strategies.multimodal; "
+        "print(sorted(m for m in sys.modules if m.startswith('vlsm_batch.models')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_model_relative_bounds_are_declared_not_special_cased() -> None:
+    from vlsm_batch.models import get_model_info
+
+    depth, heads = get_strategy("maple").param("prompt_depth"), get_strategy("shared_attn").param("num_heads")
+    assert depth is not None and depth.model_bound is not None and heads is not None and heads.model_bound is not None
+    tiny_model, cris = get_model_info("clipseg-tiny"), get_model_info("cris")
+    assert depth.model_bound.problem("prompt_depth", 5, [tiny_model, cris]) == (
+        "prompt_depth 5 is deeper than clipseg-tiny (max_prompt_depth 4) allows"
+    )
+    assert depth.model_bound.problem("prompt_depth", 4, [tiny_model]) is None
+    assert heads.model_bound.problem("num_heads", 5, [tiny_model, cris]) == (
+        "num_heads 5 does not divide the joint width of clipseg-tiny (joint width 64)"
+    )  # cris has no joint width: not constrained
+    assert heads.model_bound.problem("num_heads", 16, [tiny_model]) is None

@@ -44,6 +44,14 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(f"unknown {self.kind} {name!r}; {did_you_mean(name, list(self._items))}") from None
 
+    def unregister(self, name: str) -> T:
+        """Remove a record (tests register toy entries and take them out again)."""
+        return self._items.pop(name)
+
+    def in_order(self) -> list[str]:
+        """Names in registration order (generated files list records as their catalog declares them)."""
+        return list(self._items)
+
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..jobs import store
 from ..layout import TrialPaths
+from ..strategies import STRATEGIES
 from ..trials import Trial
 
 DEPTH_GAIN = 0.02
@@ -34,7 +35,7 @@ OFFSET_MEDICAL = {"vpt": 0.06, "maple": 0.03, "shared_attn": 0.02, "coop": -0.10
 OFFSET_NATURAL = {"vpt": 0.02, "maple": 0.06, "shared_attn": 0.03, "coop": 0.00, "finetune": 0.04, "zero_shot": -0.2,
                   "decoder_finetune": 0.01}  # fmt: skip
 FINETUNES = ("finetune", "decoder_finetune")  # baselines with lr and weight decay only, two configurations each
-VISION = {"vpt", "maple", "shared_attn"}
+VISION = {s for s in STRATEGIES if "vision" in STRATEGIES.get(s).towers}  # strategies with visual prompts
 TRAIN = {"max_epochs": 20, "batch_size": 16}
 OBJECTIVE = {"metric": "val/dice", "mode": "max"}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VlsmBatchError
+from ..strategies import BASELINES as REGISTERED_BASELINES
 from . import plots
 from .stats import Paired, levels_of, omega_squared, paired, t975, t_pvalue, unit_slopes, welch, within_slope
 from .tables import CELL, best, param_columns
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 BUILTIN_DIR = Path(__file__).with_name("builtin_takeaways")
 COMMON = {"name", "kind", "title", "order", "metric", "sentence", "description"}
-BASELINES = plots.BASELINES  # names known to be baselines; is_baseline also asks the registry
+# names known to be baselines, in display order, then any other the catalog declares; is_baseline also asks it
+BASELINES = (*plots.BASELINES, *(b for b in REGISTERED_BASELINES if b not in plots.BASELINES))
 is_baseline = plots.is_baseline
 label = plots.label
 

@@ -1,7 +1,7 @@
 """Dataset catalog: names, on-disk layouts, splits, prompt source and domains (no I/O, no torch).
 
 Roots come from the spec's ``data_root`` (or ``VLSM_DATA``); a dataset lives in ``<data_root>/<folder>``.
-Layouts (readers in ``readers.py``, reference §7):
+Layouts (readers in ``readers.py``, docs/science.md §7):
 
 - ``medvlsm``: ``images/``, ``masks/``, ``anns/{train,val,test}.json`` (a list of ``{img_name, mask_name,
   prompts: {p0, p1, ...}}``; a prompt is a string or a list of strings).

@@ -1,4 +1,4 @@
-"""Reader of the medvlsm layout: ``<root>/{images/, masks/, anns/<split>.json}`` (reference §7.1).
+"""Reader of the medvlsm layout: ``<root>/{images/, masks/, anns/<split>.json}`` (docs/science.md §7.1).
 
 Each annotation file is a list of ``{"img_name", "mask_name", "prompts": {"p0": "", "p1": ..., ...}}``; a prompt
 value is a string or a list of strings. No torch, no image decoding: this only resolves paths and prompts. A name
@@ -55,7 +55,7 @@ class Sample:
 def choose_prompt(options: tuple[str, ...], training: bool, rng: random.Random | None = None) -> str:
     """A random option in training, the FIRST one at evaluation.
 
-    The original re-drew list-valued prompts on every access, validation and test included (reference §9.18),
+    The original re-drew list-valued prompts on every access, validation and test included (docs/science.md §8.7),
     so its evaluation changed from run to run; evaluation here is deterministic.
     """
     if training and len(options) > 1:

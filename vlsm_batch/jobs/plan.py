@@ -15,6 +15,7 @@ from ..trials import Expansion, Trial
 from ..trials.expand import Cell, dataset_info, trial_prompt_key
 from . import estimate
 from .estimate import Device, GiB, SplitSizes
+from .groups import override_lines
 from .packing import AUTO_MAX, SOLO_STRATEGIES, group_packs, pack_limit
 from .store import DONE, FAILED, NEW, read
 from .submit import launchable
@@ -360,6 +361,7 @@ def format_plan(spec: StudySpec, plan: Plan, expansion: Expansion) -> str:
         notes.append(f"{plan.unsupported} trials are not trainable in this build; submit will refuse them:")
         notes.extend(f"  {r}" for r in reasons)
     notes.extend(search_notes(spec, expansion))
+    notes.extend(override_lines(spec))  # per_strategy train / resources
     skip_notes = {f"{c.strategy} skipped for {c.model}: {c.skipped}" for c in skipped}
     notes.extend(f"note: {n}" for n in spec.notes if n not in skip_notes)
     return head + body + ("\n" + "\n".join(notes) if notes else "")

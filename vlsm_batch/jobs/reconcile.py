@@ -80,11 +80,11 @@ def reconcile(layout: StudyLayout, records: dict[str, TrialRecord], persist: boo
     """``records`` (trial id → record) with every active one judged; returns a new dict.
 
     With ``persist``, the cells' Optuna journals (tpe, pruners) follow the verdicts: a trial found gone has its
-    Optuna trial marked FAIL (:mod:`vlsm_batch.search.reconcile`).
+    Optuna trial marked FAIL (:mod:`vlsm_batch.jobs.journals`).
     """
     out = _judge(layout, records, persist)
     if persist:
-        from ..search.reconcile import has_journals, reconcile_journals
+        from .journals import has_journals, reconcile_journals
 
         if has_journals(layout):
             try:

@@ -1,12 +1,14 @@
 """Launch trials on Slurm as submitit job arrays, chunked under the cluster's ``MaxArraySize``.
 
-* One array per resource group (every trial of a study shares the study's resources today: one group), one array
-  task per launch unit: a trial, or a pack of trials (``resources.pack``) that share one process; every member's
-  record names the task (``<array>_<index>``) and the pack.
+* One array per resource group (``groups``: the study's resources, and one group per distinct
+  ``per_strategy.<name>.resources``), one array task per launch unit: a trial, or a pack of trials
+  (``resources.pack``) that share one process; every member's record names the task (``<array>_<index>``) and the
+  pack.
 * A group larger than ``MaxArraySize`` becomes several arrays, each indexed from 0 (Slurm caps the index, not
   only the count), with the trial order kept in ``submissions.jsonl`` and in each trial's ``job_id``.
-* One throttle (``array_parallelism``) is split across the arrays: chunks run in at most ``throttle`` lanes, each
-  lane's chunks one after the other (``--dependency=afterany``), the lanes' ``%N`` summing to the throttle.
+* One throttle (``resources.slurm.array_throttle``) is split across a group's arrays: chunks run in at most
+  ``throttle`` lanes, each lane's chunks one after the other (``--dependency=afterany``), the lanes' ``%N`` summing
+  to the throttle. Each resource group has the whole throttle.
 * ``--time`` is always set, job name ``vlsm-<study>``, ``--comment`` carries the study and chunk, ``--requeue``.
 * Logs: ``<study>/submitit/<array>_<index>/<array>_<index>_0_log.{out,err}`` (requeued attempts append).
 
@@ -28,9 +30,10 @@ from typing import Any
 
 from ..errors import SubmissionError
 from ..layout import StudyLayout
-from ..spec.types import StudySpec
+from ..spec.site_profiles import SlurmOptions, resolve_options
+from ..spec.types import ResourcesSpec, StudySpec
 from . import cluster, store
-from .profiles import SlurmOptions, resolve_options
+from .groups import group_by_resources, unit_strategy
 
 DEFAULT_MAX_ATTEMPTS = 5  # starts of one trial per submission (first run + requeues)
 NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
@@ -72,9 +75,12 @@ def max_attempts() -> int:
     return int(os.environ.get("VLSM_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
 
 
-def sbatch_parameters(spec: StudySpec, options: SlurmOptions, chunk: Chunk, n_chunks: int) -> dict[str, Any]:
-    """submitit ``SlurmExecutor`` parameters of one chunk (sbatch option names with ``_``)."""
-    res = spec.resources
+def sbatch_parameters(
+    spec: StudySpec, options: SlurmOptions, chunk: Chunk, n_chunks: int, resources: ResourcesSpec | None = None
+) -> dict[str, Any]:
+    """submitit ``SlurmExecutor`` parameters of one chunk (sbatch option names with ``_``); ``resources``: the
+    group's (default the study's)."""
+    res = resources or spec.resources
     params: dict[str, Any] = {
         "job_name": f"vlsm-{spec.study}",
         "time": res.timeout_min,
@@ -104,43 +110,61 @@ def _with_dependency(params: dict[str, Any], job_id: str | None) -> dict[str, An
     return {**params, "additional_parameters": {**params["additional_parameters"], "dependency": f"afterany:{job_id}"}}
 
 
-def sbatch_texts(spec: StudySpec, n_tasks: int, max_array_size: int, python: str | None = None) -> list[str]:
+def sbatch_texts(
+    spec: StudySpec,
+    n_tasks: int,
+    max_array_size: int,
+    python: str | None = None,
+    resources: ResourcesSpec | None = None,
+) -> list[str]:
     """The exact sbatch scripts ``submit`` would write for ``n_tasks`` array tasks (one per trial, or per pack;
-    array ids of earlier chunks as <chunkN>)."""
+    array ids of earlier chunks as <chunkN>) of one resource group (default the study's resources)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     options = resolve_options(spec.resources.slurm)
     layout = StudyLayout(spec.output_dir)
     folder = layout.submitit / "%j"
     command = " ".join([python or shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    chunks = plan_chunks(n_tasks, max_array_size, spec.resources.array_parallelism)
+    chunks = plan_chunks(n_tasks, max_array_size, (resources or spec.resources).array_parallelism)
     texts = []
     for c in chunks:
         params = _with_dependency(
-            sbatch_parameters(spec, options, c, len(chunks)), None if c.after is None else f"<chunk{c.after + 1}>"
+            sbatch_parameters(spec, options, c, len(chunks), resources),
+            None if c.after is None else f"<chunk{c.after + 1}>",
         )
         texts.append(_make_sbatch_string(command=command, folder=folder, map_count=c.size, **params))
     return texts
 
 
 def sbatch_plan_text(
-    spec: StudySpec, n_tasks: int, max_array_size: int | None = None, n_trials: int | None = None
+    spec: StudySpec,
+    n_tasks: int,
+    max_array_size: int | None = None,
+    n_trials: int | None = None,
+    tasks_by_strategy: dict[str, int] | None = None,
 ) -> str:
     """``plan --sbatch``: every chunk's script, each under a ``# ===`` header line.
 
     ``n_tasks`` is the number of array tasks (packs; equal to the trials with ``pack: 1``); ``n_trials``, when it
-    differs, is named in the header too.
+    differs, is named in the header too. ``tasks_by_strategy`` (array tasks per strategy, summing to ``n_tasks``)
+    splits them into resource groups, one set of arrays each (``per_strategy.<name>.resources``).
     """
     if max_array_size is None:
         max_array_size = cluster.max_array_size(cluster.cluster_config())
     if n_tasks == 0:
         return "# nothing to submit: every trial is done, queued or running"
-    texts = sbatch_texts(spec, n_tasks, max_array_size)
+    by_strategy = tasks_by_strategy or {"": n_tasks}
+    strategies = [s for s, n in by_strategy.items() for _ in range(n)]
+    groups = group_by_resources(spec, strategies) if tasks_by_strategy else [(spec.resources, list(range(n_tasks)))]
     what = f"{n_tasks} trials" if n_trials in (None, n_tasks) else f"{n_tasks} array tasks: {n_trials} trials in packs"
     out = []
-    for i, text in enumerate(texts):
-        out.append(f"# === array {i + 1}/{len(texts)} (MaxArraySize {max_array_size}, {what}) ===")
-        out.append(text)
+    for g, (res, members) in enumerate(groups):
+        texts = sbatch_texts(spec, len(members), max_array_size, resources=res)
+        names = sorted({strategies[i] for i in members})
+        group = f", group {g + 1}/{len(groups)}: {', '.join(names)}, {len(members)} tasks" if len(groups) > 1 else ""
+        for i, text in enumerate(texts):
+            out.append(f"# === array {i + 1}/{len(texts)} (MaxArraySize {max_array_size}, {what}{group}) ===")
+            out.append(text)
     return "\n".join(out).rstrip("\n")
 
 
@@ -174,11 +198,12 @@ def preflight_slurm(spec: StudySpec, n_trials: int | None = None, n_tasks: int |
     else:
         if part.state != "UP":
             problems.append(f"partition {part.name} is {part.state}, not UP")
-        if part.max_time_min is not None and spec.resources.timeout_min > part.max_time_min:
-            problems.append(
-                f"timeout_min {spec.resources.timeout_min} exceeds partition {part.name}'s MaxTime of "
-                f"{part.max_time_min} min"
-            )
+        for where, res in _resource_sets(spec):
+            if part.max_time_min is not None and res.timeout_min > part.max_time_min:
+                problems.append(
+                    f"{where}timeout_min {res.timeout_min} exceeds partition {part.name}'s MaxTime of "
+                    f"{part.max_time_min} min"
+                )
     problems += _folder_problems(spec.output_dir)
     problems += _node_problems(spec)
     if n_tasks is None:
@@ -204,12 +229,26 @@ def preflight_slurm(spec: StudySpec, n_trials: int | None = None, n_tasks: int |
     return {"max_array_size": cluster.max_array_size(conf), "partition": part.name if part else None}
 
 
+def _resource_sets(spec: StudySpec) -> list[tuple[str, ResourcesSpec]]:
+    """The study's resources and each ``per_strategy`` override's, with the prefix that names them."""
+    out = [("", spec.resources)]
+    out += [(f"per_strategy.{n}: ", o.resources) for n, o in spec.per_strategy.items() if o.resource_keys]
+    return out
+
+
 def _node_problems(spec: StudySpec) -> list[str]:
     """What no node of the cluster can give one task (memory, CPUs, GPUs): sbatch would refuse or queue forever."""
     nodes = cluster.node_resources()
     if not nodes:
         return []
-    res, problems = spec.resources, []
+    problems = []
+    for where, res in _resource_sets(spec):
+        problems += [f"{where}{p}" for p in _node_problems_of(res, nodes)]
+    return problems
+
+
+def _node_problems_of(res: ResourcesSpec, nodes: Sequence[Any]) -> list[str]:
+    problems: list[str] = []
     mem_mb = max(n.memory_mb for n in nodes)
     if res.mem_gb * 1024 > mem_mb:
         problems.append(
@@ -257,14 +296,13 @@ def submit_slurm(
     max_array_size: int | None = None,
     hold: bool | None = None,
 ) -> list[str]:
-    """Submit every launch unit (one resource group), chunked: one array task per item of ``trial_dirs``, a trial
-    folder or a pack (a list of folders). Returns the task id (``<array>_<index>``) of every trial, in order.
+    """Submit every launch unit, chunked, one set of arrays per resource group: one array task per item of
+    ``trial_dirs``, a trial folder or a pack (a list of folders). Returns the task id (``<array>_<index>``) of every
+    trial, in order.
 
     ``task`` replaces the callable: a :class:`.task.PackTask` runs every unit (a trial as a pack of one); any
     other (a :class:`.task.TrialTask`) only single trials. Default: TrialTask for a trial, PackTask for a pack.
     """
-    import submitit
-
     from .task import PackTask, TrialTask
 
     units = [[Path(d)] if isinstance(d, (str, Path)) else [Path(x) for x in d] for d in trial_dirs]
@@ -278,12 +316,46 @@ def submit_slurm(
     pack_fn = task if packs_of else PackTask()
     if hold is None:  # held arrays never start (benchmarks/submit_scale.py): release with `scontrol release`
         hold = os.environ.get("VLSM_SLURM_HOLD") == "1"
-    chunks = plan_chunks(len(units), max_array_size, spec.resources.array_parallelism)
+    if any(o.resource_keys for o in spec.per_strategy.values()):
+        groups = group_by_resources(spec, [unit_strategy(u) for u in units])
+    else:
+        groups = [(spec.resources, list(range(len(units))))]
+    by_unit: dict[int, str] = {}
+    submitted = 0
+    for res, members in groups:
+        group = [units[i] for i in members]
+        try:
+            ids = _submit_group(spec, layout, group, res, options, solo_fn, pack_fn, packs_of, max_array_size, hold)
+        except SubmissionError as exc:
+            if submitted:
+                raise SubmissionError(f"{exc} (earlier resource groups: {submitted} trials were submitted)") from exc
+            raise
+        by_unit.update(zip(members, ids))
+        submitted += sum(len(u) for u in group)
+    return [by_unit[i] for i, unit in enumerate(units) for _ in unit]
+
+
+def _submit_group(
+    spec: StudySpec,
+    layout: StudyLayout,
+    units: list[list[Path]],
+    res: ResourcesSpec,
+    options: SlurmOptions,
+    solo_fn: Any,
+    pack_fn: Any,
+    packs_of: bool,
+    max_array_size: int,
+    hold: bool,
+) -> list[str]:
+    """Submit one resource group's units as chunked arrays; the array task id of every unit, in order."""
+    import submitit
+
+    chunks = plan_chunks(len(units), max_array_size, res.array_parallelism)
     cap = max_attempts()
     array_ids: list[str] = []
     job_ids: list[str] = []
     for c in chunks:
-        params = sbatch_parameters(spec, options, c, len(chunks))
+        params = sbatch_parameters(spec, options, c, len(chunks), res)
         params = _with_dependency(params, None if c.after is None else array_ids[c.after])
         if hold:
             params["additional_parameters"]["hold"] = True
@@ -300,13 +372,13 @@ def submit_slurm(
                 ]
         except Exception as exc:  # sbatch refused: earlier chunks stay submitted, the rest stays pending
             raise SubmissionError(
-                f"sbatch refused chunk {c.index + 1}/{len(chunks)} ({exc}); {len(job_ids)} trials were submitted, "
-                "the others stay pending: fix the cause and run the same submit again"
+                f"sbatch refused chunk {c.index + 1}/{len(chunks)} ({exc}); {sum(map(len, units[: c.offset]))} "
+                "trials were submitted, the others stay pending: fix the cause and run the same submit again"
             ) from exc
         array_ids.append(jobs[0].job_id.split("_")[0])
         for unit, job in zip(chunk, jobs):
             _assign_unit(layout, unit, job.job_id)
-            job_ids += [job.job_id] * len(unit)
+            job_ids.append(job.job_id)
     return job_ids
 
 

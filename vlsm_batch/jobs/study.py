@@ -59,7 +59,7 @@ def trial_config(spec: StudySpec, trial: Trial) -> dict[str, Any]:
         "spec_version": spec_version(spec),
         "data_root": str(spec.data_root),
         "weights": spec.weights.get(trial.model),
-        "num_workers": spec.train.num_workers,
+        "num_workers": spec.train_for(trial.strategy).num_workers,
         "loggers": spec.train.logger_names(),  # not part of the trial id: where metrics go, not what is trained
         "prompt_key": trial_prompt_key(spec, trial.dataset),
     }

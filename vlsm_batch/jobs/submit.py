@@ -142,6 +142,10 @@ def submit(
     """
     refuse_unsupported(expansion)
     chosen_executor = choose_executor(executor or spec.resources.executor)
+    if chosen_executor == "local" and train is None and pack_train is None:  # light install: refuse, write nothing
+        from ..extras import require_extra
+
+        require_extra("train", "a local training run")
     preflight_data(spec)
     trials = expansion.runnable
     layout = StudyLayout(spec.output_dir)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-VAL_DICE, VAL_IOU, VAL_LOSS = "val/dice", "val/iou", "val/loss"
-TEST_DICE, TEST_IOU = "test/dice", "test/iou"
+from ..objectives import OBJECTIVES, VAL_DICE, VAL_IOU, VAL_LOSS
 
-# Objective metric -> the only direction that makes sense for it.
-OBJECTIVES: dict[str, str] = {VAL_DICE: "max", VAL_IOU: "max", VAL_LOSS: "min"}
+TEST_DICE, TEST_IOU = "test/dice", "test/iou"
 
 # Keys of metrics.json (flat, so that analysis reads it into one row).
 METRIC_KEYS = (
@@ -29,3 +27,5 @@ METRIC_KEYS = (
     "n_val",
     "n_test",
 )
+
+__all__ = ["METRIC_KEYS", "OBJECTIVES", "TEST_DICE", "TEST_IOU", "VAL_DICE", "VAL_IOU", "VAL_LOSS"]

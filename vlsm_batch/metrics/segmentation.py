@@ -1,4 +1,4 @@
-"""Per-image Dice and IoU at threshold 0.5, one convention everywhere (reference §9.5).
+"""Per-image Dice and IoU at threshold 0.5, one convention everywhere (docs/science.md §8.4).
 
 Empty prediction and empty ground truth score 1 (negative samples predicted empty are correct); an empty ground
 truth with a non-empty prediction scores 0. Ground truth is binarised at 0.5 (JPEG masks carry soft values).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..registry import Registry
+from .configs import ARCHITECTURES, CLIPSegArch
 
 
 @dataclass(frozen=True)
@@ -37,70 +38,55 @@ class ModelInfo:
 
 MODELS: Registry[ModelInfo] = Registry("model")
 
-MODELS.register(
-    "clipseg",
-    ModelInfo(
-        name="clipseg",
-        family="clipseg",
-        description="CLIPSeg (CLIP ViT-B/16 + decoder, reduce_dim 64), transformers, CIDAS/clipseg-rd64",
-        image_size=352,
-        text_layers=12,
-        vision_layers=12,
-        # The vision tower only runs to layer 10 (extract layers 3, 6, 9); depth 11 still changes
-        # the prompt tokens of the layer-10 activation the decoder reads (reference §2.4).
-        max_prompt_depth=11,
-        default_weights="CIDAS/clipseg-rd64",
-        builder="vlsm_batch.models.clipseg:build_clipseg",
-        text_width=512,
-        vision_width=768,
+
+def _info(name: str, description: str, default_weights: str | None, builder: str) -> ModelInfo:
+    """The catalog record of ``name``, every architecture fact read from its one config in ``models.configs``."""
+    arch = ARCHITECTURES[name]
+    vision = arch.vision if isinstance(arch, CLIPSegArch) else None
+    return ModelInfo(
+        name=name,
+        family="clipseg" if isinstance(arch, CLIPSegArch) else "cris",
+        description=description,
+        image_size=arch.image_size,
+        text_layers=arch.text.layers,
+        vision_layers=vision.layers if vision else None,
+        max_prompt_depth=arch.max_prompt_depth,
+        default_weights=default_weights,
+        builder=builder,
+        text_width=arch.text.width,
+        vision_width=vision.width if vision else None,
+    )
+
+
+for _record in (
+    # CLIPSeg's vision tower only runs to layer 10 (extract layers 3, 6, 9); depth 11 still changes the prompt
+    # tokens of the layer-10 activation the decoder reads (reference §2.4): max_prompt_depth 11.
+    _info(
+        "clipseg",
+        "CLIPSeg (CLIP ViT-B/16 + decoder, reduce_dim 64), transformers, CIDAS/clipseg-rd64",
+        "CIDAS/clipseg-rd64",
+        "vlsm_batch.models.clipseg:build_clipseg",
     ),
-)
-MODELS.register(
-    "clipseg-tiny",
-    ModelInfo(
-        name="clipseg-tiny",
-        family="clipseg",
-        description="CLIPSeg architecture, tiny widths, random init, offline tokenizer: for tests and quickstart",
-        image_size=64,
-        text_layers=4,
-        vision_layers=4,
-        max_prompt_depth=4,
-        default_weights=None,
-        builder="vlsm_batch.models.clipseg:build_clipseg_tiny",
-        text_width=32,
-        vision_width=32,
+    _info(
+        "clipseg-tiny",
+        "CLIPSeg architecture, tiny widths, random init, offline tokenizer: for tests and quickstart",
+        None,
+        "vlsm_batch.models.clipseg:build_clipseg_tiny",
     ),
-)
-MODELS.register(
-    "cris",
-    ModelInfo(
-        name="cris",
-        family="cris",
-        description="CRIS (CLIP RN50 + FPN neck + VL decoder + projector), 416 px, local checkpoint in `weights:`",
-        image_size=416,
-        text_layers=12,
-        vision_layers=None,
-        max_prompt_depth=12,
-        default_weights=None,
-        builder="vlsm_batch.models.cris:build_cris",
-        text_width=512,
+    _info(
+        "cris",
+        "CRIS (CLIP RN50 + FPN neck + VL decoder + projector), 416 px, local checkpoint in `weights:`",
+        None,
+        "vlsm_batch.models.cris:build_cris",
     ),
-)
-MODELS.register(
-    "cris-tiny",
-    ModelInfo(
-        name="cris-tiny",
-        family="cris",
-        description="CRIS architecture, tiny widths, random init, offline tokenizer: for tests and quick specs",
-        image_size=64,
-        text_layers=4,
-        vision_layers=None,
-        max_prompt_depth=4,
-        default_weights=None,
-        builder="vlsm_batch.models.cris:build_cris_tiny",
-        text_width=32,
+    _info(
+        "cris-tiny",
+        "CRIS architecture, tiny widths, random init, offline tokenizer: for tests and quick specs",
+        None,
+        "vlsm_batch.models.cris:build_cris_tiny",
     ),
-)
+):
+    MODELS.register(_record.name, _record)
 
 
 def get_model_info(name: str) -> ModelInfo:

@@ -17,22 +17,23 @@ inserting tokens, so the three stages are re-run here from the model's own modul
 Both towers use the same ``num_context`` n. ``finetune`` builds the same wrapper without prompts and with every
 weight trainable and in train mode. ``decoder_finetune`` trains the decoder only (FiLM, reduces, decoder layers,
 transposed convolution): both CLIP encoders stay frozen in eval mode and run without gradient, which is what the
-original's "E2E" baseline trained through ``CLIPSegForImageSegmentation.forward`` (reference §4.4).
+original's "E2E" baseline trained through ``CLIPSegForImageSegmentation.forward`` (docs/science.md §4.4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
-from ..strategies.impl import LearnerContext, PromptLearner, Prompts, build_prompt_learner, resolve_params
-from . import get_model_info
-from .prompted import LearnableUpsampler, ModelLoadError, PromptedSegmenter, cap_tokens, freeze
-from .tokenizer import VOCAB_SIZE, load_tokenizer, offline_clip_tokenizer
+from ..strategies.impl import LearnerContext, PromptLearner, Prompts
+from . import placement
+from .configs import CLIPSEG, CLIPSEG_TINY
+from .prompted import LearnableUpsampler, ModelLoadError, PromptedSegmenter, freeze, seeded, wrap_segmenter
+from .tokenizer import load_tokenizer, offline_clip_tokenizer
 
 DEFAULT_WEIGHTS = "CIDAS/clipseg-rd64"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,27 +42,13 @@ _ATTENTION = "sdpa"  # the text mask built below is a boolean 4-D mask (sdpa) or
 
 
 def clipseg_config() -> CLIPSegConfig:
-    """CIDAS/clipseg-rd64's architecture: CLIP ViT-B/16 + 12-layer text tower, reduce_dim 64 (~150.8 M params)."""
-    return CLIPSegConfig(
-        text_config={"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                     "num_attention_heads": 8, "max_position_embeddings": 77, "vocab_size": VOCAB_SIZE},
-        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                       "num_attention_heads": 12, "patch_size": 16, "image_size": 224},
-        projection_dim=512, reduce_dim=64, extract_layers=[3, 6, 9],
-        decoder_num_attention_heads=4, decoder_intermediate_size=2048, conditional_layer=0,
-    )  # fmt: skip
+    """CIDAS/clipseg-rd64's architecture (``configs.CLIPSEG``): CLIP ViT-B/16 + 12-layer text tower, reduce_dim 64."""
+    return CLIPSegConfig(**CLIPSEG.transformers_kwargs())
 
 
 def clipseg_tiny_config() -> CLIPSegConfig:
-    """Same structure at width 32 (4+4 layers, patch 8, 64 px); full vocabulary so real token ids work."""
-    return CLIPSegConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
-                     "num_attention_heads": 2, "max_position_embeddings": 77, "vocab_size": VOCAB_SIZE},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
-                       "num_attention_heads": 2, "patch_size": 8, "image_size": 64},
-        projection_dim=32, reduce_dim=16, extract_layers=[0, 1, 2],
-        decoder_num_attention_heads=2, decoder_intermediate_size=32, conditional_layer=0,
-    )  # fmt: skip
+    """Same structure at width 32 (``configs.CLIPSEG_TINY``); full vocabulary so real token ids work."""
+    return CLIPSegConfig(**CLIPSEG_TINY.transformers_kwargs())
 
 
 def _run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -189,48 +176,55 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         if pooled and n:
             raise ValueError("the pooled image embedding is defined on the prompt-free pass only")
         last = len(vision.encoder.layers) - 1 if pooled else max(self.extract_layers)
-        outputs: dict[int, torch.Tensor] = {}
         with torch.set_grad_enabled(torch.is_grad_enabled() and (n > 0 or self.finetune)):
-            hidden = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
-            batch = hidden.shape[0]
-            if n:
-                hidden = torch.cat([hidden, prompts[0].to(hidden.dtype).expand(batch, -1, -1)], dim=1)
-            hidden = vision.pre_layrnorm(hidden)
-            for i, layer in enumerate(vision.encoder.layers[: last + 1]):
-                hidden = _run_layer(layer, hidden, None)
-                if i in self.extract_layers:
-                    outputs[i] = hidden
-                if i + 1 < len(prompts):  # fresh tokens for layer i+2; the output of layer i+1 is kept as is
-                    hidden = torch.cat([hidden[:, :-n], prompts[i + 1].to(hidden.dtype).expand(batch, -1, -1)], 1)
+            embedded = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+            outputs, hidden = self.vision_layers(embedded, [prompts], last)
             embeds = None
             if pooled:
                 embeds = self.clipseg.clip.visual_projection(vision.post_layernorm(hidden[:, 0]))
-        return [outputs[i] for i in self.extract_layers], embeds
+        return outputs, embeds
+
+    def vision_layers(
+        self, embedded: torch.Tensor, members: Sequence[Sequence[torch.Tensor]], last: int | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The vision tower from the embedded image (B, T, w) for K members' visual prompts of equal n (all with
+        rows, or one without): (extract-layer outputs (K*B, T+n, w), output of layer ``last``, default the deepest
+        extract layer)."""
+        vision = self.clipseg.clip.vision_model
+        last = max(self.extract_layers) if last is None else last
+        hidden = vision.pre_layrnorm(placement.append_vision(embedded, [rows[0] for rows in members if rows]))
+        outputs: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(vision.encoder.layers[: last + 1]):
+            hidden = _run_layer(layer, hidden, None)
+            if i in self.extract_layers:
+                outputs[i] = hidden
+            # fresh tokens for layer i+2; the output of layer i+1 is kept as is
+            hidden = placement.replace_vision(hidden, [placement.row_for(rows, i + 1) for rows in members])
+        return [outputs[i] for i in self.extract_layers], hidden
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: Sequence[torch.Tensor] = ()
     ) -> torch.Tensor:
         """Projected text embedding (B, projection_dim); ``prompts[k]`` (1 or B, n, width) enters layer k+1."""
+        return self.encode_text_members(input_ids, attention_mask, [prompts])
+
+    def encode_text_members(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, members: Sequence[Sequence[torch.Tensor]]
+    ) -> torch.Tensor:
+        """:meth:`encode_text` for K members' text prompts of equal n at once (all with rows, or one without),
+        each block of the batch with its own prompts: (K*B, projection_dim), member-major."""
         text = self.clipseg.clip.text_model
-        n = prompts[0].shape[1] if prompts else 0
-        positions = text.embeddings.position_embedding.weight
-        input_ids, attention_mask = cap_tokens(input_ids, attention_mask, positions.shape[0] - n)
-        batch, length = input_ids.shape
-        hidden = text.embeddings.token_embedding(input_ids)
-        if n:
-            ctx = prompts[0].to(hidden.dtype).expand(batch, -1, -1)
-            hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1:]], dim=1)
-            attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
-        hidden = hidden + positions[: length + n]  # positions after insertion: prompts sit at 1..n
+        embeddings = text.embeddings
+        firsts = [rows[0] for rows in members if rows]
+        input_ids, hidden, attention_mask, n = placement.embed_text(
+            embeddings.token_embedding, embeddings.position_embedding.weight, input_ids, attention_mask, firsts
+        )
         mask = _text_mask(attention_mask, self._attn_implementation, hidden.dtype)
         for k, layer in enumerate(text.encoder.layers, start=1):
             hidden = _run_layer(layer, hidden, mask)
-            if k < len(prompts):
-                # fresh tokens for layer k+1, in a new tensor: the output of layer k is left untouched
-                ctx = prompts[k].to(hidden.dtype).expand(batch, -1, -1)
-                hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1 + n :]], dim=1)
-        eos = input_ids.argmax(dim=-1) + n  # CLIP's rule: the EOS has the largest id
-        pooled = hidden[torch.arange(batch, device=hidden.device), eos]
+            # fresh tokens for layer k+1, in a new tensor: the output of layer k is left untouched
+            hidden = placement.replace_text(hidden, [placement.row_for(rows, k) for rows in members])
+        pooled = placement.pool_eos(hidden, input_ids, n)
         return self.clipseg.clip.text_projection(text.final_layer_norm(pooled))
 
     def decode(
@@ -281,22 +275,15 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         logits, features = self.decode(activations, conditional, grid, n_vision)
         if self.head is not None:
             # TuneVLSeg created this head for CoOp/CoCoOp on CLIPSeg but never called it, and added it to the
-            # logits without the blend for VPT (reference §4.3); here `learnable_upsampler: true` means the
+            # logits without the blend for VPT (docs/science.md §4.3); here `learnable_upsampler: true` means the
             # blended head, (1 - r)·frozen + r·head, for every strategy alike.
             logits = self.head(features, logits)
         return logits
 
 
-def _seeded(build: Callable[[], nn.Module], seed: int = 0) -> Any:
-    """Build with a fixed seed without disturbing the caller's random state (same random model every time)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
 def _random_model(config: CLIPSegConfig) -> CLIPSegForImageSegmentation:
     config._attn_implementation = _ATTENTION
-    return _seeded(lambda: CLIPSegForImageSegmentation(config))
+    return seeded(lambda: CLIPSegForImageSegmentation(config))
 
 
 def _pretrained_model(source: str) -> CLIPSegForImageSegmentation:
@@ -354,7 +341,6 @@ def wrap_clipseg(
 ) -> CLIPSegPromptedSegmenter:
     """Freeze ``model`` and add the learner of ``strategy`` (and the head); ``name`` is its catalog entry."""
     text_cfg, vision_cfg = model.config.text_config, model.config.vision_config
-    freeze(model)
     ctx = LearnerContext(
         model_name=name,
         text_width=text_cfg.hidden_size,
@@ -366,18 +352,8 @@ def wrap_clipseg(
         vision_run_layers=max(model.config.extract_layers) + 1,
         image_feature_dim=model.config.projection_dim,
     )
-    learner = build_prompt_learner(strategy, params, ctx)
-    resolved = resolve_params(strategy, params)
-    return CLIPSegPromptedSegmenter(
-        model,
-        tokenizer,
-        image_size=get_model_info(name).image_size,
-        learner=learner,
-        learnable_upsampler=bool(resolved.get("learnable_upsampler", False)),
-        name=name,
-        strategy=strategy,
-        finetune=strategy == "finetune",
-        decoder_only=strategy == "decoder_finetune",
+    return wrap_segmenter(
+        CLIPSegPromptedSegmenter, model, ctx, strategy, params, decoder_only=strategy == "decoder_finetune"
     )
 
 

@@ -1,4 +1,4 @@
-"""CRIS (CLIP RN50 + FPN neck + vision-language decoder + projector, reference §4.2) with prompt learners.
+"""CRIS (CLIP RN50 + FPN neck + vision-language decoder + projector, docs/science.md §4.2) with prompt learners.
 
 The backbone is open_clip's RN50 (QuickGELU, as OpenAI's weights need) built for 416 px; its attention pool is run
 *spatially*, as CRIS's ``AttentionPool2d`` does: the 13 x 13 layer4 tokens, each plus its own row of the position
@@ -10,16 +10,16 @@ comments CLIP's mean token out). CRIS's 1x1 conv + BN ``connect`` residual and a
 * prompt tokens after BOS, positions added after insertion, causal + key-padding mask over L + n tokens;
 * depth semantics as for CLIPSeg: fresh tokens at the input of text layers 1..d (``context[k]`` enters layer k+1,
   written into a new tensor). **The original CRIS wrapper is off by one** (row 0 fed layers 1 and 2, fresh rows
-  up to layer d+1, reference §2.4 / §9 item 16); here a depth means the same on both models;
+  up to layer d+1, docs/science.md §2.4 / §8.11); here a depth means the same on both models;
 * word features ``ln_final(x)`` (B, L+n, 512) feed the decoder's cross-attention with n "not padded" entries
   prepended to the padding mask; the sentence state is ``ln_final(x)[argmax(ids) + n] @ text_projection``.
 
 Frozen parts (backbone, neck, decoder, projector) stay in eval mode during fit (BatchNorm statistics never
 move); the image pass runs without gradient, neck/decoder/projector with gradient so it reaches the prompts.
 CoCoOp conditions on the global average of the C5 map (1024-d). The frozen logits (stride 4) are resized to the
-input size bicubically (``align_corners=True``) as in TuneVLSeg; the optional head of §4.3 reads the decoder map.
+input size bicubically (``align_corners=True``) as in TuneVLSeg; the head of docs/science.md §4.3 reads the decoder map.
 
-``finetune`` trains every weight with decoder dropout 0.2 (reference §4.4): the original's CRIS E2E baseline ran its
+``finetune`` trains every weight with decoder dropout 0.2 (docs/science.md §4.4): the original CRIS E2E baseline ran its
 own code, with no encoder under ``no_grad``, so it did train every weight and ``finetune`` is its faithful
 baseline; ``decoder_finetune`` (CLIPSeg's decoder-only E2E) does not apply here and is refused with that reason.
 Prompt strategies and zero-shot use dropout 0 as the prompt-tuning configs did.
@@ -43,13 +43,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..strategies.impl import LearnerContext, PromptLearner, Prompts, build_prompt_learner, resolve_params
-from . import get_model_info
+from ..strategies.impl import LearnerContext, PromptLearner, Prompts
+from . import placement
 from .checkpoints import CheckpointMismatchError, load_strict, read_state_dict, strip_prefixes
-from .clipseg import _seeded
+from .configs import CRIS, CRIS_TINY, CRISArch
 from .cris_layers import FPN, CRISUpsampler, Projector, TransformerDecoder
-from .prompted import ModelLoadError, PromptedSegmenter, cap_tokens, freeze
-from .tokenizer import VOCAB_SIZE, offline_clip_tokenizer
+from .prompted import ModelLoadError, PromptedSegmenter, freeze, seeded, wrap_segmenter
+from .tokenizer import offline_clip_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -132,17 +132,10 @@ class CRISNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Word features (B, L+n, width), padding mask (B, L+n; True = padded) and sentence state (B, embed)."""
         clip = self.backbone
-        n = prompts[0].shape[1] if prompts else 0
-        positions = clip.positional_embedding
-        input_ids, attention_mask = cap_tokens(input_ids, attention_mask, positions.shape[0] - n)
-        batch, length = input_ids.shape
-        hidden = clip.token_embedding(input_ids)
-        if n:
-            ctx = prompts[0].to(hidden.dtype).expand(batch, -1, -1)
-            hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1:]], dim=1)
-            attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
-        hidden = hidden + positions[: length + n]
-        total = length + n
+        input_ids, hidden, attention_mask, n = placement.embed_text(
+            clip.token_embedding, clip.positional_embedding, input_ids, attention_mask, prompts[:1]
+        )
+        total = hidden.shape[1]
         allowed = torch.ones(total, total, dtype=torch.bool, device=hidden.device).tril()[None]
         allowed = allowed & attention_mask[:, None, :].bool()  # (B, L, L)
         mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~allowed, -torch.inf)
@@ -152,12 +145,10 @@ class CRISNet(nn.Module):
             raise ModelLoadError("open_clip's text transformer must be batch_first")
         for k, block in enumerate(clip.transformer.resblocks, start=1):
             hidden = block(hidden, attn_mask=mask)
-            if k < len(prompts):  # fresh tokens for layer k+1 in a new tensor (CLIPSeg's depth semantics)
-                ctx = prompts[k].to(hidden.dtype).expand(batch, -1, -1)
-                hidden = torch.cat([hidden[:, :1], ctx, hidden[:, 1 + n :]], dim=1)
+            # fresh tokens for layer k+1 in a new tensor (CLIPSeg's depth semantics)
+            hidden = placement.replace_text(hidden, [placement.row_for(prompts, k)])
         words = clip.ln_final(hidden)
-        eos = input_ids.argmax(dim=-1) + n
-        state = words[torch.arange(batch, device=words.device), eos] @ clip.text_projection
+        state = placement.pool_eos(words, input_ids, n) @ clip.text_projection
         return words, ~attention_mask.bool(), state
 
     # -- heads ---------------------------------------------------------------------------------------------------
@@ -242,49 +233,35 @@ class CRISPromptedSegmenter(PromptedSegmenter):
 
 
 # -- building ----------------------------------------------------------------------------------------------------
-def _rn50_backbone(image_size: int) -> nn.Module:
-    import logging
-
-    import open_clip
-
-    class _NoFalseWarning(logging.Filter):
-        """open_clip says "No pretrained weights loaded" for pretrained=None; the CRIS checkpoint loads them next."""
-
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "No pretrained weights loaded" not in record.getMessage()
-
-    root, quiet = logging.getLogger(), _NoFalseWarning()
-    root.addFilter(quiet)
-    try:
-        return open_clip.create_model("RN50", pretrained=None, force_image_size=image_size, force_quick_gelu=True)
-    finally:
-        root.removeFilter(quiet)
-
-
-def _tiny_backbone(image_size: int) -> nn.Module:
+def _backbone(arch: CRISArch) -> nn.Module:
+    """open_clip's CLIP (ModifiedResNet + text transformer, QuickGELU as OpenAI's weights need) for ``arch``; for
+    ``configs.CRIS`` the same module, and the same seeded weights, as ``open_clip.create_model("RN50",
+    force_image_size=416, force_quick_gelu=True)``."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+    text = arch.text
     return CLIP(
-        embed_dim=64,
-        vision_cfg=CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, head_width=32, image_size=image_size),
-        text_cfg=CLIPTextCfg(context_length=77, vocab_size=VOCAB_SIZE, width=32, heads=2, layers=4),
+        embed_dim=arch.embed_dim,
+        vision_cfg=CLIPVisionCfg(
+            layers=arch.rn_layers, width=arch.rn_width, head_width=arch.rn_head_width, image_size=arch.image_size,
+            patch_size=None,
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=arch.context_length, vocab_size=arch.vocab_size, width=text.width, heads=text.heads,
+            layers=text.layers, mlp_ratio=text.mlp / text.width,
+        ),
         quick_gelu=True,
-    )
+    )  # fmt: skip
 
 
 def build_net(size: str, dropout: float) -> CRISNet:
-    """Seeded random CRIS: ``full`` (RN50, 416 px, reference widths) or ``tiny`` (64 px, for tests)."""
-    if size == "full":
-        return _seeded(
-            lambda: CRISNet(
-                _rn50_backbone(416), fpn_in=(512, 1024, 1024), fpn_out=(256, 512, 1024), state_dim=1024,
-                heads=8, ffn=2048, dropout=dropout,
-            )
-        )  # fmt: skip
-    return _seeded(
+    """Seeded random CRIS: ``full`` (``configs.CRIS``: RN50, 416 px, reference widths) or ``tiny``
+    (``configs.CRIS_TINY``: 64 px, for tests)."""
+    arch = CRIS if size == "full" else CRIS_TINY
+    return seeded(
         lambda: CRISNet(
-            _tiny_backbone(64), fpn_in=(64, 128, 64), fpn_out=(16, 32, 64), state_dim=64, heads=2, ffn=64,
-            dropout=dropout,
+            _backbone(arch), fpn_in=arch.fpn_in, fpn_out=arch.fpn_out, state_dim=arch.state_dim,
+            heads=arch.decoder_heads, ffn=arch.decoder_ffn, layers=arch.decoder_layers, dropout=dropout,
         )
     )  # fmt: skip
 
@@ -340,7 +317,6 @@ def wrap_cris(
 ) -> CRISPromptedSegmenter:
     """Freeze ``net`` and add the learner of ``strategy`` (and the head); ``name`` is its catalog entry."""
     clip = net.backbone
-    freeze(net)
     ctx = LearnerContext(
         model_name=name,
         text_width=int(clip.token_embedding.embedding_dim),
@@ -351,18 +327,7 @@ def wrap_cris(
         tokenizer=tokenizer,
         image_feature_dim=int(net.backbone.visual.attnpool.connect[0].out_channels),
     )
-    learner = build_prompt_learner(strategy, params, ctx)
-    resolved = resolve_params(strategy, params)
-    return CRISPromptedSegmenter(
-        net,
-        tokenizer,
-        image_size=get_model_info(name).image_size,
-        learner=learner,
-        learnable_upsampler=bool(resolved.get("learnable_upsampler", False)),
-        name=name,
-        strategy=strategy,
-        finetune=strategy == "finetune",
-    )
+    return wrap_segmenter(CRISPromptedSegmenter, net, ctx, strategy, params)
 
 
 def _dropout(strategy: str) -> float:

@@ -1,4 +1,4 @@
-"""CRIS's neck, vision-language decoder and projector (reference §4.2), written for this project.
+"""CRIS's neck, vision-language decoder and projector (docs/science.md §4.2), written for this project.
 
 Submodule names follow the layout of the original CRIS checkpoints (``neck.txt_proj``, ``decoder.layers.0.
 multihead_attn``, ``proj.vis``, ``proj.txt``, ...), so their state dicts load without renaming.
@@ -175,7 +175,7 @@ class Projector(nn.Module):
 
 
 class CRISUpsampler(nn.Module):
-    """Reference §4.3 CRIS head: 1x1 conv (no bias) to 64 channels on the decoder map, bilinear to the output
+    """docs/science.md §4.3 CRIS head: 1x1 conv (no bias) to 64 channels on the decoder map, bilinear to the output
     size, 5x5 replicate-padded conv, blended ``(1 - r)·frozen + r·head`` with learnable r (init 0.5)."""
 
     def __init__(self, in_channels: int, hidden: int = 64, kernel: int = 5, ratio: float = 0.5):

@@ -6,7 +6,8 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..strategies.impl import StrategyNotImplementedError
+from ..strategies.impl import StrategyNotImplementedError, refuse_inapplicable
+from ..weights import loader_source
 from . import get_model_info
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def create_model(
     info = get_model_info(model_name)
     if not info.implemented:
         raise StrategyNotImplementedError(f"model {model_name!r} is not implemented in this build")
+    refuse_inapplicable(strategy, info)  # the catalog's reason (vpt, decoder_finetune on CRIS)
     module_name, func_name = info.builder.split(":")
     builder = getattr(importlib.import_module(module_name), func_name)
-    return builder(strategy, dict(params), weights, random_init=random_init)
+    return builder(strategy, dict(params), loader_source(weights), random_init=random_init)

@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from ..strategies.impl import Prompts
-from .prompted import PromptedSegmenter, cap_tokens
+from .prompted import PromptedSegmenter
 
 
 def member_model(base: PromptedSegmenter, strategy: str, params: Mapping[str, Any]) -> PromptedSegmenter:
@@ -113,70 +113,12 @@ def logits_from_shared(
 
 
 # -- visual: one fused forward through the frozen weights ------------------------------------------------------------
-def _blocks_with(hidden: torch.Tensor, batch: int, rows: Sequence[torch.Tensor | None], keep: int) -> torch.Tensor:
-    """Per member block of ``hidden``: ``rows[m]`` (1 or batch, n, width) written after ``keep`` tokens (text: after
-    BOS, replacing the old prompt slots) or appended (vision, keep = -n); None keeps the block as it is."""
-    if all(r is None for r in rows):
-        return hidden
-    out = []
-    for block, row in zip(hidden.split(batch), rows, strict=True):
-        if row is None:
-            out.append(block)
-            continue
-        row = row.to(block.dtype).expand(batch, -1, -1)
-        if keep < 0:  # vision: the last n tokens are the prompt slots
-            out.append(torch.cat([block[:, :keep], row], 1))
-        else:
-            out.append(torch.cat([block[:, :keep], row, block[:, keep + row.shape[1] :]], 1))
-    return torch.cat(out, 0)
-
-
 def _fused_vision(model: Any, pixel_values: torch.Tensor, prompts: Sequence[Prompts]) -> list[torch.Tensor]:
     """``CLIPSegPromptedSegmenter.encode_image`` for K members at once: extract-layer outputs (K*B, T+n, w)."""
-    from .clipseg import _run_layer
-
     vision = model.clipseg.clip.vision_model
-    batch, n = pixel_values.shape[0], prompts[0].vision[0].shape[1]
     with torch.no_grad():  # prompt-free: computed once, the same for every member
         embedded = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
-    hidden = torch.cat(
-        [torch.cat([embedded, p.vision[0].to(embedded.dtype).expand(batch, -1, -1)], 1) for p in prompts], 0
-    )
-    hidden = vision.pre_layrnorm(hidden)
-    outputs: dict[int, torch.Tensor] = {}
-    for i, layer in enumerate(vision.encoder.layers[: max(model.extract_layers) + 1]):
-        hidden = _run_layer(layer, hidden, None)
-        if i in model.extract_layers:
-            outputs[i] = hidden
-        rows = [p.vision[i + 1] if i + 1 < len(p.vision) else None for p in prompts]
-        hidden = _blocks_with(hidden, batch, rows, -n)
-    return [outputs[i] for i in model.extract_layers]
-
-
-def _fused_text(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: Sequence[Prompts]
-) -> torch.Tensor:
-    """``CLIPSegPromptedSegmenter.encode_text`` for K members with text prompts of equal n: (K*B, projection)."""
-    from .clipseg import _run_layer, _text_mask
-
-    text = model.clipseg.clip.text_model
-    k = len(prompts)
-    n = prompts[0].text[0].shape[1]
-    positions = text.embeddings.position_embedding.weight
-    input_ids, attention_mask = cap_tokens(input_ids, attention_mask, positions.shape[0] - n)
-    batch, length = input_ids.shape
-    tokens = text.embeddings.token_embedding(input_ids)
-    rows = [p.text[0].to(tokens.dtype).expand(batch, -1, -1) for p in prompts]
-    hidden = torch.cat([torch.cat([tokens[:, :1], row, tokens[:, 1:]], 1) for row in rows])
-    mask_rows = torch.cat([attention_mask.new_ones(batch, n), attention_mask], 1).repeat(k, 1)
-    hidden = hidden + positions[: length + n]
-    mask = _text_mask(mask_rows, model._attn_implementation, hidden.dtype)
-    for depth, layer in enumerate(text.encoder.layers, start=1):
-        hidden = _run_layer(layer, hidden, mask)
-        hidden = _blocks_with(hidden, batch, [p.text[depth] if depth < len(p.text) else None for p in prompts], 1)
-    eos = (input_ids.argmax(dim=-1) + n).repeat(k)
-    pooled = hidden[torch.arange(k * batch, device=hidden.device), eos]
-    return model.clipseg.clip.text_projection(text.final_layer_norm(pooled))
+    return model.vision_layers(embedded, [p.vision for p in prompts])[0]
 
 
 def fused_logits(
@@ -193,7 +135,7 @@ def fused_logits(
     activations = _fused_vision(model, pixel_values, prompts)
     with_text = [bool(p.text) for p in prompts]
     if all(with_text) and len({p.text[0].shape[1] for p in prompts}) == 1:
-        conditional = _fused_text(model, input_ids, attention_mask, prompts)
+        conditional = model.encode_text_members(input_ids, attention_mask, [p.text for p in prompts])
     elif not any(with_text):  # VPT: the text forward has no prompts and no gradient: once for the pack
         with torch.no_grad():
             conditional = model.encode_text(input_ids, attention_mask).repeat(k, 1)

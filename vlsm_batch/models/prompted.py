@@ -6,14 +6,16 @@ Everything the strategy does not own is frozen here once (``requires_grad_(False
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import VlsmBatchError
-from ..strategies.impl import PromptLearner
+from ..strategies.impl import LearnerContext, PromptLearner, build_prompt_learner, resolve_params
+from . import get_model_info
 
 _DECAY_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 
@@ -26,6 +28,13 @@ def freeze(module: nn.Module) -> nn.Module:
     """No gradient, eval mode: a frozen part behaves like inference code."""
     module.requires_grad_(False)
     return module.eval()
+
+
+def seeded(build: Callable[[], nn.Module], seed: int = 0) -> Any:
+    """Build with a fixed seed without disturbing the caller's random state (same random model every time)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def cap_tokens(
@@ -47,7 +56,7 @@ def cap_tokens(
 
 
 class LearnableUpsampler(nn.Module):
-    """Reference §4.3 head: bilinear upsampling of the decoder features + 5x5 conv, blended with frozen logits.
+    """docs/science.md §4.3 head: bilinear upsampling of the decoder features + 5x5 conv, blended with frozen logits.
 
     ``logits = (1 - r) * frozen + r * head`` with a free scalar ``r`` (init 0.5, unconstrained as in the original).
     """
@@ -170,3 +179,32 @@ class PromptedSegmenter(nn.Module):
                 "blended (1 - r)·frozen + r·head, r learnable (init 0.5)"
             )
         return lines
+
+
+Segmenter = TypeVar("Segmenter", bound=PromptedSegmenter)
+
+
+def wrap_segmenter(
+    cls: type[Segmenter],
+    model: nn.Module,
+    ctx: LearnerContext,
+    strategy: str,
+    params: Mapping[str, Any],
+    **options: Any,
+) -> Segmenter:
+    """Freeze ``model`` and wrap it in ``cls`` with the learner of ``strategy`` (and the head), for any family:
+    ``ctx`` says what the learner may know of the model; ``options`` are the family's own flags."""
+    freeze(model)
+    learner = build_prompt_learner(strategy, params, ctx)
+    resolved = resolve_params(strategy, params)
+    return cls(
+        model,
+        ctx.tokenizer,
+        image_size=get_model_info(ctx.model_name).image_size,
+        learner=learner,
+        learnable_upsampler=bool(resolved.get("learnable_upsampler", False)),
+        name=ctx.model_name,
+        strategy=strategy,
+        finetune=strategy == "finetune",
+        **options,
+    )

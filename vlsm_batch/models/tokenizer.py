@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VlsmBatchError
+from .configs import VOCAB_SIZE
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
 
 BOS_ID = 49406
 EOS_ID = 49407
-VOCAB_SIZE = 49408
 _NUM_MERGES = 49152 - 256 - 2  # CLIP keeps the first 48,894 merges of the BPE file
 BPE_ENV = "VLSM_BATCH_CLIP_BPE"  # path to bpe_simple_vocab_16e6.txt.gz where open_clip is not installed
 _BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"

@@ -3,8 +3,8 @@ journal file backend in ``<study>/search/<name>.journal``.
 
 * :mod:`.optuna_study` (imports Optuna; used by the task and the training callback): open a cell's study, ask or
   re-attach a trial's Optuna trial, report epochs, tell the outcome.
-* :mod:`.reconcile` (used by :mod:`vlsm_batch.jobs.reconcile`): a trial the store or Slurm says is gone gets its
-  Optuna trial marked FAIL, so the sampler stops counting it as running.
+* :mod:`vlsm_batch.jobs.journals` (beside the trial store it reads, so search never imports jobs): a trial the
+  store or Slurm says is gone gets its Optuna trial marked FAIL, so the sampler stops counting it as running.
 
 Nothing here is imported by validate/plan/submit/status unless the study has a journal (tpe, or a pruner).
 """

@@ -8,10 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..metrics import OBJECTIVES
+from ..objectives import OBJECTIVES
 from .distributions import fixed_value, to_distribution
 from .paramcheck import all_param_names, param_kind
-from .types import CustomDataset, PrunerSpec, ResourcesSpec, SearchSpec, SlurmSpec, StudySpec, TrainSpec
+from .types import (
+    CustomDataset,
+    PrunerSpec,
+    ResourcesSpec,
+    SearchSpec,
+    SlurmSpec,
+    StrategyOverride,
+    StudySpec,
+    TrainSpec,
+)
 
 _LOOP_KEYS = ("max_epochs", "min_epochs", "batch_size", "precision", "num_workers")
 _STOPPING_KEYS = {
@@ -25,10 +34,10 @@ _RESOURCE_KEYS = (
     "cpus_per_task",
     "mem_gb",
     "timeout_min",
-    "array_parallelism",
     "pack",
 )
 _SLURM_KEYS = ("partition", "account", "qos", "constraint", "profile")
+OVERRIDE_RESOURCE_KEYS = ("gpus_per_task", "cpus_per_task", "mem_gb", "timeout_min")  # per_strategy.<s>.resources
 
 
 def _space(space: dict[str, Any]) -> dict[str, Any]:
@@ -77,8 +86,36 @@ def build_resources(resources: dict[str, Any]) -> ResourcesSpec:
     kw: dict[str, Any] = {k: resources[k] for k in _RESOURCE_KEYS if k in resources}
     if "max_parallel" in resources.get("local", {}):
         kw["max_parallel"] = resources["local"]["max_parallel"]
-    kw["slurm"] = SlurmSpec(**{k: slurm[k] for k in _SLURM_KEYS if k in slurm}, extra=dict(slurm.get("extra", {})))
+    # the throttle's place is resources.slurm.array_throttle; resources.array_parallelism is its deprecated name
+    throttle = slurm.get("array_throttle", resources.get("array_parallelism", SlurmSpec.array_throttle))
+    kw["array_parallelism"] = throttle
+    kw["slurm"] = SlurmSpec(
+        **{k: slurm[k] for k in _SLURM_KEYS if k in slurm}, array_throttle=throttle, extra=dict(slurm.get("extra", {}))
+    )
     return ResourcesSpec(**kw)
+
+
+def merge_train(train: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The study's ``train`` with a strategy's override on top (``early_stopping`` merged key by key)."""
+    merged = {**train, **own}
+    if "early_stopping" in own:
+        merged["early_stopping"] = {**train.get("early_stopping", {}), **own["early_stopping"]}
+    return merged
+
+
+def build_overrides(data: dict[str, Any]) -> dict[str, StrategyOverride]:
+    """Top-level ``per_strategy``: each strategy's effective train and resources."""
+    train, resources = data.get("train", {}), data.get("resources", {})
+    out = {}
+    for name, own in data.get("per_strategy", {}).items():
+        own_train, own_res = own.get("train", {}), own.get("resources", {})
+        out[name] = StrategyOverride(
+            train=build_train(merge_train(train, own_train)),
+            resources=build_resources({**resources, **own_res}),
+            train_keys=tuple(own_train),
+            resource_keys=tuple(own_res),
+        )
+    return out
 
 
 def build_spec(
@@ -122,4 +159,5 @@ def build_spec(
         notes=tuple(notes),
         prompt_key=data.get("prompt_key", "p1"),
         custom_datasets=custom,
+        per_strategy=build_overrides(data),
     )

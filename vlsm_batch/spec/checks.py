@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 
 from ..datasets import DATASETS
-from ..metrics import OBJECTIVES
 from ..models import MODELS
+from ..objectives import OBJECTIVES
 from ..registry import did_you_mean
 from ..strategies import STRATEGIES, incompatibility
 from .context import CheckContext
 from .distributions import GRID_KINDS, grid_size
+from .overrides import run_override_checks
 from .paramcheck import check_params, strategy_space
 from .resources import check_profile
 from .tokens import check_context_init
@@ -91,7 +92,7 @@ def check_pairs(ctx: CheckContext) -> None:
         if name not in STRATEGIES or STRATEGIES.get(name).baseline:
             continue
         info = STRATEGIES.get(name)
-        reasons = {m.name: incompatibility(info, m.prompt_towers, m.name) for m in models}
+        reasons = {m.name: incompatibility(info, m.prompt_towers, m.name, m.family) for m in models}
         blocked = {m: why for m, why in reasons.items() if why}
         if len(blocked) == len(models):
             ctx.report.error(
@@ -249,4 +250,5 @@ def run_checks(ctx: CheckContext) -> None:
     check_search(ctx)
     check_train(ctx)
     check_context_init(ctx)
+    run_override_checks(ctx)
     check_profile(ctx)

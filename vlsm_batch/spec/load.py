@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import SpecError
+from ..weights import deprecation_message, parse_weights
 from .build import build_spec
 from .checks import run_checks
 from .context import CheckContext
+from .deprecations import note_at
 from .paths import PATH_RULE, ExpandError, absolute, expand_vars, hub_id_problem, path_reason
 from .places import control_problem, data_root_problem, output_dir_problem, weights_path_problem
 from .report import Reporter
@@ -72,7 +74,16 @@ class _PathFields:
             if text is None:
                 continue
             shown = f"{raw!r}" if text == raw else f"{raw!r} (= {text!r})"
-            reason = path_reason(text, self.base_dir)
+            ref = parse_weights(text)  # hf-hub:ORG/NAME or ./ ../ / ~ path; a bare value is guessed (deprecated)
+            if ref.kind == "hub":
+                problem = control_problem(ref.value) or hub_id_problem(ref.value)
+                if problem:
+                    self.ctx.report.error(where, f"{shown} names a Hugging Face id: {problem}")
+                out[model] = ref.value
+                continue
+            reason = path_reason(text, self.base_dir) or ("it starts with ./, ../, / or ~" if ref.kind else None)
+            if ref.kind is None:
+                note_at(self.ctx, where, deprecation_message(text, "path" if reason else "hub", raw))
             if reason:
                 path = absolute(text, self.base_dir)
                 problem = weights_path_problem(path)

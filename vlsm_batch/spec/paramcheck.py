@@ -1,5 +1,6 @@
 """Strategy parameters in search.space, search.per_strategy and train: who takes them, and whether every value
-a dimension can produce is valid for them (kind, range, choices, and prompt_depth against each model's maximum).
+a dimension can produce is valid for them (kind, range, choices, and each parameter's model-relative bound, such
+as prompt_depth against each model's max_prompt_depth).
 Also what the catalog says about baselines: the model families one never runs on, and the epoch budget it keeps."""
 
 from __future__ import annotations
@@ -7,9 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..models import ModelInfo
 from ..registry import did_you_mean
-from ..strategies import STRATEGIES, ParamSpec, StrategyInfo, incompatibility
+from ..strategies import STRATEGIES, ParamSpec, StrategyInfo, refusal
 from .context import CheckContext
 from .distributions import allowed_kinds, kind_and_args
 from .report import KeyPath
@@ -79,24 +79,35 @@ def value_problem(name: str, value: Any, spec: ParamSpec) -> str | None:
     return None
 
 
-def _check_depth(ctx: CheckContext, path: KeyPath, value: Any, models: list[ModelInfo]) -> None:
-    """prompt_depth may not exceed the depth any listed model supports."""
-    if not isinstance(value, int) or isinstance(value, bool):
+def check_model_bound(ctx: CheckContext, path: KeyPath, value: Any, spec: ParamSpec) -> None:
+    """The spec's model-relative bound (prompt_depth <= max_prompt_depth, num_heads divides joint_width) against
+    every listed model."""
+    if spec.model_bound is None or not ctx.ok(("models",)):
         return
-    over = [m for m in models if value > m.max_prompt_depth]
-    if over:
-        which = ", ".join(f"{m.name} (max_prompt_depth {m.max_prompt_depth})" for m in over)
-        ctx.report.error(path, f"prompt_depth {value} is deeper than {which} allows")
+    problem = spec.model_bound.problem(spec.name, value, ctx.models())
+    if problem:
+        ctx.report.error(path, problem)
 
 
-def _check_heads(ctx: CheckContext, path: KeyPath, value: Any, models: list[ModelInfo]) -> None:
-    """num_heads must divide the joint (text + vision) width of every listed model with both towers."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        return
-    bad = [m for m in models if m.joint_width and m.joint_width % value]
-    if bad:
-        which = ", ".join(f"{m.name} (joint width {m.joint_width})" for m in bad)
-        ctx.report.error(path, f"num_heads {value} does not divide the joint width of {which}")
+_check_model_bound = check_model_bound
+
+
+def _bounded(name: str, ctx: CheckContext, path: KeyPath, value: Any, models: list[Any]) -> None:
+    spec = next(p for s in STRATEGIES if (p := STRATEGIES.get(s).param(name)) and p.model_bound)
+    assert spec.model_bound is not None
+    problem = spec.model_bound.problem(name, value, models)
+    if problem:
+        ctx.report.error(path, problem)
+
+
+def _check_depth(ctx: CheckContext, path: KeyPath, value: Any, models: list[Any]) -> None:
+    """Compatibility for callers written before model bounds were declared: use ``check_model_bound``."""
+    _bounded("prompt_depth", ctx, path, value, models)
+
+
+def _check_heads(ctx: CheckContext, path: KeyPath, value: Any, models: list[Any]) -> None:
+    """Compatibility for callers written before model bounds were declared: use ``check_model_bound``."""
+    _bounded("num_heads", ctx, path, value, models)
 
 
 def _check_bounds(ctx: CheckContext, path: KeyPath, kind: str, lo: float, hi: float) -> bool:
@@ -134,12 +145,13 @@ def check_dimension(ctx: CheckContext, path: KeyPath, name: str, dist: dict[str,
             problem = value_problem(name, v, spec)
             if problem:
                 ctx.report.error((*here, j), problem)
-    if name == "prompt_depth" and ctx.ok(("models",)):
-        for j, v in enumerate(args) if kind == "choice" else [(1, args[1])]:
-            _check_depth(ctx, (*here, j), v, ctx.models())
-    if name == "num_heads" and ctx.ok(("models",)) and kind == "choice":
-        for j, v in enumerate(args):
-            _check_heads(ctx, (*here, j), v, ctx.models())
+    for bound in {s.model_bound: s for s in specs if s.model_bound is not None}.values():
+        # a range is checked at its top for a maximum; divisibility only for listed values
+        if kind == "choice":
+            for j, v in enumerate(args):
+                _check_model_bound(ctx, (*here, j), v, bound)
+        elif bound.model_bound is not None and bound.model_bound.rule == "max":
+            _check_model_bound(ctx, (*here, 1), args[1], bound)
 
 
 def _check_shared(ctx: CheckContext, path: KeyPath, name: str, listed: list[StrategyInfo]) -> list[ParamSpec]:
@@ -194,14 +206,13 @@ def _check_fixed(ctx: CheckContext, listed: list[StrategyInfo]) -> None:
             continue
         if name in space:
             ctx.report.error(path, f"{name} is fixed here and searched in search.space; remove one", key=True)
-        for spec in _check_shared(ctx, path, name, listed):
+        specs = _check_shared(ctx, path, name, listed)
+        for spec in specs:
             problem = value_problem(name, value, spec)
             if problem:
                 ctx.report.error(path, problem)
-        if name == "prompt_depth" and ctx.ok(("models",)):
-            _check_depth(ctx, path, value, ctx.models())
-        if name == "num_heads" and ctx.ok(("models",)):
-            _check_heads(ctx, path, value, ctx.models())
+        for bound in {s.model_bound: s for s in specs if s.model_bound is not None}.values():
+            _check_model_bound(ctx, path, value, bound)
 
 
 def check_baseline_pairs(ctx: CheckContext) -> None:
@@ -214,7 +225,7 @@ def check_baseline_pairs(ctx: CheckContext) -> None:
         if name not in STRATEGIES or not STRATEGIES.get(name).baseline:
             continue
         info = STRATEGIES.get(name)
-        blocked = {m.name: why for m in models if (why := incompatibility(info, m.prompt_towers, m.name, m.family))}
+        blocked = {m.name: why for m in models if (why := refusal(info, m))}
         if len(blocked) == len(models):
             ctx.report.error(("baselines", i), f"{name} cannot run on any listed model: " + "; ".join(blocked.values()))
         else:

@@ -23,7 +23,7 @@ def check_profile(ctx: CheckContext) -> None:
     name = ctx.section("resources", "slurm").get("profile")
     if not isinstance(name, str) or not ctx.ok(where):
         return
-    from ..jobs.profiles import find_profile, not_found_message, profile_limits
+    from .site_profiles import find_profile, not_found_message, profile_limits
 
     if find_profile(name) is None:
         ctx.report.error(where, not_found_message(name))
@@ -36,6 +36,7 @@ def check_profile(ctx: CheckContext) -> None:
     resources = ctx.section("resources")
     if resources.get("executor") == "local":
         return  # the profile's limits are the cluster's; a local run does not ask Slurm
+    _check_override_limits(ctx, limits, f"Slurm profile {name!r} ({path}")
     for key, limit in limits.items():
         if not ctx.ok(("resources", key)):
             continue
@@ -54,6 +55,19 @@ def check_profile(ctx: CheckContext) -> None:
                 f"resources.{key} defaults to {value} {unit}, above the {limit} {unit} {source} allows; set "
                 f"resources.{key}: {limit} or less",
             )
+
+
+def _check_override_limits(ctx: CheckContext, limits: dict[str, int], source: str) -> None:
+    """``per_strategy.<name>.resources`` must respect the profile's limits too."""
+    for strategy, own in ctx.section("per_strategy").items():
+        res = own.get("resources") if isinstance(own, dict) else None
+        for key, value in (res or {}).items() if isinstance(res, dict) else ():
+            where = ("per_strategy", strategy, "resources", key)
+            limit = limits.get(key)
+            if limit is not None and ctx.ok(where) and isinstance(value, int) and value > limit:
+                unit = _UNITS[key]
+                msg = f"{key} {value} {unit} exceeds the {limit} {unit} {source}, limits.{key}) allows; ask for less"
+                ctx.report.error(where, msg)
 
 
 @dataclass(frozen=True)

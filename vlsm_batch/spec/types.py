@@ -103,20 +103,34 @@ class SlurmSpec:
     qos: str | None = None
     constraint: str | None = None
     extra: dict[str, str] = field(default_factory=dict)  # allow-listed sbatch options only
-    profile: str | None = None  # site profile name (slurm/profiles/<name>.yaml), resolved at submit time
+    profile: str | None = None  # site profile name (vlsm_batch/profiles/<name>.yaml), resolved at submit time
+    array_throttle: int = 64  # array tasks running at once per job array (sbatch --array=...%N)
 
 
 @dataclass(frozen=True)
 class ResourcesSpec:
     executor: str = "auto"  # auto | slurm | local
-    gpus_per_task: int = 1
+    gpus_per_task: int = 1  # 0 (CPU) or 1: validate refuses more (one trial never spans GPUs)
     cpus_per_task: int = 8
     mem_gb: int = 32
     timeout_min: int = 240
+    # the effective Slurm array throttle: resources.slurm.array_throttle, or this deprecated key (equal to
+    # slurm.array_throttle after build; kept so code and tests that set it directly keep working)
     array_parallelism: int = 64
     max_parallel: int = 1  # local executor: trials running at once
     pack: int | str = 1  # trials of one cell per process and device: N, or "auto" (from free memory at run time)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
+
+
+@dataclass(frozen=True)
+class StrategyOverride:
+    """``per_strategy.<name>``: the EFFECTIVE train and resources of one strategy or baseline (study values with
+    the override on top), and which keys the override wrote (for ``plan``)."""
+
+    train: TrainSpec
+    resources: ResourcesSpec
+    train_keys: tuple[str, ...] = ()
+    resource_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,3 +165,14 @@ class StudySpec:
     notes: tuple[str, ...] = ()  # non-fatal findings, e.g. "vpt skipped for cris: <why>"
     prompt_key: str = "p1"  # annotation prompt key of every dataset with annotation prompts
     custom_datasets: dict[str, CustomDataset] = field(default_factory=dict)
+    per_strategy: dict[str, StrategyOverride] = field(default_factory=dict)  # top-level ``per_strategy:``
+
+    def train_for(self, strategy: str) -> TrainSpec:
+        """The train settings a strategy's trials use (its ``per_strategy`` override, else the study's)."""
+        own = self.per_strategy.get(strategy)
+        return self.train if own is None else own.train
+
+    def resources_for(self, strategy: str) -> ResourcesSpec:
+        """The resources a strategy's jobs ask for (its ``per_strategy`` override, else the study's)."""
+        own = self.per_strategy.get(strategy)
+        return self.resources if own is None else own.resources

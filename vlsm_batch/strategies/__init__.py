@@ -1,20 +1,65 @@
-"""Strategy catalog: each strategy declares the towers it prompts and the hyperparameters it takes.
+"""Strategy catalog: each strategy declares, in one entry, its learner, the towers it prompts and the
+hyperparameters it takes.
 
-The declared parameters drive three things: which spec parameters a trial of this strategy keeps (the others
-are dropped, so they never change its id), their defaults, and their validation ranges.
+The declared parameters drive which spec parameters a trial of this strategy keeps (the others are dropped, so they
+never change its id), their defaults, their validation ranges (fixed, or relative to the model: ``ModelBound``) and
+the parameter blocks of ``study.schema.json`` (``python -m vlsm_batch.schema.generate``). The learner is a
+"module:Class" string, so this catalog stays torch-free; ``impl.build_prompt_learner`` imports it when a model is
+built. Nothing here imports the model catalog: callers pass the model in (``ModelLike``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..registry import Registry
 
 
+class ModelLike(Protocol):
+    """What the catalog reads of a model (``models.ModelInfo`` has it): passed in, so strategies never import
+    models."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def prompt_towers(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class ModelBound:
+    """A bound that depends on the model: ``attr`` names a ``ModelInfo`` attribute (max_prompt_depth, joint_width,
+    text_width, vision_width). rule "max": the value may not exceed it; "divides": the value must divide it. Models
+    where the attribute is None (no such tower) are not constrained."""
+
+    attr: str
+    rule: str  # "max" | "divides"
+    label: str = ""  # how messages name the attribute (default: its name)
+    verb: str = "larger"  # "max" messages: "<name> <value> is <verb> than <model> (<label> <limit>) allows"
+
+    def problem(self, name: str, value: Any, models: list[Any]) -> str | None:
+        """Why ``value`` breaks this bound for some of ``models``, or None (non-integers are left to the kind
+        check)."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        label = self.label or self.attr
+        limits = [(m.name, lim) for m in models if (lim := getattr(m, self.attr, None))]
+        if self.rule == "max":
+            over = [(n, lim) for n, lim in limits if value > lim]
+            which = ", ".join(f"{n} ({label} {lim})" for n, lim in over)
+            return f"{name} {value} is {self.verb} than {which} allows" if over else None
+        if value < 1:
+            return None
+        bad = [(n, lim) for n, lim in limits if lim % value]
+        which = ", ".join(f"{n} ({label} {lim})" for n, lim in bad)
+        return f"{name} {value} does not divide the {label} of {which}" if bad else None
+
+
 @dataclass(frozen=True)
 class ParamSpec:
-    """One hyperparameter: type, default and the range the validator enforces."""
+    """One hyperparameter: type, default and the range the validator enforces (``model_bound``: per model)."""
 
     name: str
     kind: str  # "float" | "int" | "bool" | "str"
@@ -24,6 +69,7 @@ class ParamSpec:
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
     help: str = ""
+    model_bound: ModelBound | None = None
 
 
 def _p(name: str, kind: str, default: Any, **kw: Any) -> ParamSpec:
@@ -31,9 +77,16 @@ def _p(name: str, kind: str, default: Any, **kw: Any) -> ParamSpec:
 
 
 LR = _p("lr", "float", 2e-4, low=1e-8, high=1.0, help="AdamW learning rate")
-# 0 means no decay. The original passed AdamW's default 0.01 when weight_decay <= 0 (reference §5): not here.
+# 0 means no decay. The original passed AdamW's default 0.01 when weight_decay <= 0 (docs/science.md §5): not here.
 WD = _p("weight_decay", "float", 0.0, low=0.0, high=1.0, help="AdamW weight decay (not on prompts, norms, biases)")
-DEPTH = _p("prompt_depth", "int", 1, low=1, help="fresh prompt tokens at layers 1..depth")
+DEPTH = _p(
+    "prompt_depth",
+    "int",
+    1,
+    low=1,
+    help="fresh prompt tokens at layers 1..depth",
+    model_bound=ModelBound("max_prompt_depth", "max", verb="deeper"),
+)
 NCTX = _p("num_context", "int", 4, low=1, high=32, help="prompt tokens per layer")
 CTX_INIT = _p("context_init", "str", "a photo of a", nullable=True, help="words that initialise row 0; null = random")
 UPSAMPLER = _p("learnable_upsampler", "bool", False, help="x16 bilinear + 5x5 conv head blended with the frozen logits")
@@ -41,7 +94,12 @@ HDIM = _p("intermediate_dim", "int", 64, low=1, high=4096, nullable=True, help="
 LORA = _p("use_lora", "bool", False, help="low-rank projection instead of an MLP")
 SHARED_DIM = _p("shared_dim", "int", 64, low=1, high=4096, help="width of the shared prompt space")
 HEADS = _p(
-    "num_heads", "int", 16, choices=(1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64), help="attention heads (divide 1280)"
+    "num_heads",
+    "int",
+    16,
+    choices=(1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64),
+    help="attention heads (divide 1280)",
+    model_bound=ModelBound("joint_width", "divides", label="joint width"),
 )
 DROPOUT = _p("dropout", "float", 0.25, low=0.0, high=0.95, help="dropout in the joint transformer layer")
 FFN = _p("ffn_dim", "int", 1536, low=1, high=16384, help="FFN width of the joint transformer layer")
@@ -53,7 +111,7 @@ ATTEND = _p(
     True,
     help="prompt tokens attend to each other (false: each token alone, as the original code did)",
 )
-# Shared-Separate projects with a plain Linear unless intermediate_dim is set (reference §3.1 default null).
+# Shared-Separate projects with a plain Linear unless intermediate_dim is set (docs/science.md §3.1 default null).
 HDIM_LINEAR = _p("intermediate_dim", "int", None, low=1, high=4096, nullable=True, help=HDIM.help)
 
 _PROMPT = (LR, WD, DEPTH, NCTX, UPSAMPLER)
@@ -73,6 +131,7 @@ class StrategyInfo:
     label: str = ""  # how reports and tables name it (default: the name)
     not_for: tuple[tuple[str, str], ...] = ()  # (model family, why; "{model}" = its name): skipped like vpt on CRIS
     max_epochs: int | None = None  # epoch budget of the run it reproduces: a study's max/min_epochs are capped to it
+    learner: str | None = None  # "module:Class" of its PromptLearner (None: runs the model without prompts)
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
@@ -102,13 +161,19 @@ def _reg(info: StrategyInfo) -> None:
     STRATEGIES.register(info.name, info)
 
 
+_HERE = __name__  # learners live next to this file: "vlsm_batch.strategies.coop:CoOpLearner"
 _TEXT, _VISION, _BOTH = frozenset({"text"}), frozenset({"vision"}), frozenset({"text", "vision"})
 
 _CLIPSEG = frozenset({"clipseg"})
 _TEXT_ONLY = frozenset({"clipseg", "cris"})  # text prompts and baselines run on both families
 _reg(
     StrategyInfo(
-        "coop", "CoOp: learnable text context after BOS", _TEXT, (*_PROMPT, CTX_INIT), implemented_for=_TEXT_ONLY
+        "coop",
+        "CoOp: learnable text context after BOS",
+        _TEXT,
+        (*_PROMPT, CTX_INIT),
+        implemented_for=_TEXT_ONLY,
+        learner=f"{_HERE}.coop:CoOpLearner",
     )
 )
 _reg(
@@ -118,9 +183,19 @@ _reg(
         _TEXT,
         (*_PROMPT, CTX_INIT, HDIM, LORA, SHARED_PROJ),
         implemented_for=_TEXT_ONLY,
+        learner=f"{_HERE}.cocoop:CoCoOpLearner",
     )
 )
-_reg(StrategyInfo("vpt", "VPT-deep: learnable visual tokens", _VISION, _PROMPT, implemented_for=_CLIPSEG))
+_reg(
+    StrategyInfo(
+        "vpt",
+        "VPT-deep: learnable visual tokens",
+        _VISION,
+        _PROMPT,
+        implemented_for=_CLIPSEG,
+        learner=f"{_HERE}.vpt:VPTLearner",
+    )
+)
 _reg(
     StrategyInfo(
         "maple",
@@ -128,6 +203,7 @@ _reg(
         _BOTH,
         (*_PROMPT, CTX_INIT, HDIM, LORA, SHARED_PROJ),
         implemented_for=_CLIPSEG,
+        learner=f"{_HERE}.multimodal:MaPLeLearner",
     )
 )
 _reg(
@@ -137,6 +213,7 @@ _reg(
         _BOTH,
         (*_PROMPT, SHARED_DIM, HDIM_LINEAR, LORA, SHARED_PROJ),
         implemented_for=_CLIPSEG,
+        learner=f"{_HERE}.multimodal:SharedSeparateLearner",
     )
 )
 _reg(
@@ -146,6 +223,7 @@ _reg(
         _BOTH,
         (*_PROMPT, HEADS, DROPOUT, FFN, NORM_FIRST, ATTEND, SHARED_PROJ),
         implemented_for=_CLIPSEG,
+        learner=f"{_HERE}.multimodal:SharedAttnLearner",
     )
 )
 _reg(
@@ -178,7 +256,7 @@ _reg(
     )
 )
 # The original's CLIPSeg "E2E" baseline called transformers' CLIPSegForImageSegmentation.forward, which runs both
-# CLIP encoders under no_grad: only the decoder trained (reference §4.4). This baseline is that run, named for
+# CLIP encoders under no_grad: only the decoder trained (docs/science.md §4.4). This baseline is that run, named for
 # what it trains. CRIS's E2E (its own code) trains every weight: `finetune` is its faithful baseline.
 DECODER_EPOCHS = 40  # the original's E2E trainer: max_epochs 40, min_epochs 10
 _reg(
@@ -207,7 +285,7 @@ _reg(
     )
 )
 
-BASELINES = ("zero_shot", "finetune", "decoder_finetune")
+BASELINES = tuple(s for s in STRATEGIES.in_order() if STRATEGIES.get(s).baseline)  # registration order
 
 
 def get_strategy(name: str) -> StrategyInfo:
@@ -219,18 +297,17 @@ def list_strategies(pattern: str = "*") -> list[str]:
 
 
 def incompatibility(
-    strategy: StrategyInfo, model_towers: frozenset[str], model_name: str, family: str | None = None
+    strategy: StrategyInfo, model_towers: frozenset[str], model_name: str, family: str | None
 ) -> str | None:
-    """Why ``strategy`` cannot run on a model with these prompt towers (and family: the catalog's when not given),
-    or None when it can."""
+    """Why ``strategy`` cannot run on a model with these prompt towers and family, or None when it can. The caller
+    passes the model's facts (the catalog never imports models); ``family`` None: unknown, its rules are skipped."""
     if "vision" in strategy.towers and "vision" not in model_towers:
         return f"{model_name} has a convolutional image encoder: visual prompt tokens do not apply"
-    if strategy.not_for:
-        from ..models import MODELS
+    why = dict(strategy.not_for).get(family or "")
+    return why.format(model=model_name) if why else None
 
-        if family is None and model_name in MODELS:
-            family = MODELS.get(model_name).family
-        why = dict(strategy.not_for).get(family or "")
-        if why:
-            return why.format(model=model_name)
-    return None
+
+def refusal(strategy: StrategyInfo, model: ModelLike) -> str | None:
+    """``incompatibility`` for a model record (a ``ModelInfo``): the reason describe, validate, plan and the model
+    factory give."""
+    return incompatibility(strategy, model.prompt_towers, model.name, model.family)

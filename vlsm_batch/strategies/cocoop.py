@@ -1,8 +1,8 @@
-"""CoCoOp: CoOp's context plus an image-conditioned shift from a meta-net per depth (reference §3.1).
+"""CoCoOp: CoOp's context plus an image-conditioned shift from a meta-net per depth (docs/science.md §3.1).
 
 Prompt of depth index k for image i: ``context[k] + metanet_k(f_i)``, the same shift for all n tokens. ``f_i`` is
 CLIPSeg's projected CLS embedding of the *stock, prompt-free* 12-layer vision pass,
-``visual_projection(post_layernorm(CLS))``, not L2-normalised (as in the shipped configs; reference §11). The
+``visual_projection(post_layernorm(CLS))``, not L2-normalised (as in the shipped configs; docs/science.md §3.1). The
 meta-net is a projection block (§2.5) with LayerNorm and no final bias, one per depth unless shared.
 """
 
@@ -19,8 +19,11 @@ from .projections import ProjectionStack, make_projection
 
 
 class CoCoOpLearner(CoOpLearner):
-    strategy: ClassVar[str] = "cocoop"
     needs_image_features: ClassVar[bool] = True
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> CoCoOpLearner:
+        return build_cocoop(params, ctx)
 
     def __init__(
         self,

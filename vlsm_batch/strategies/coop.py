@@ -1,4 +1,4 @@
-"""CoOp: learnable text context tokens inserted right after BOS (reference §2.1, §2.2, §2.4)."""
+"""CoOp: learnable text context tokens inserted right after BOS (docs/science.md §2.1, §2.2, §2.4)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,11 @@ def init_words(init_text: str | None) -> str:
 class CoOpLearner(PromptLearner):
     """One parameter ``context`` (depth, num_context, text_width); row k feeds text layer k+1."""
 
-    strategy: ClassVar[str] = "coop"
     towers: ClassVar[frozenset[str]] = frozenset({"text"})
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> CoOpLearner:
+        return build_coop(params, ctx)
 
     def __init__(
         self,
@@ -56,7 +59,7 @@ class CoOpLearner(PromptLearner):
 def words_to_vectors(text: str, num_context: int, ctx: LearnerContext) -> torch.Tensor:
     """Embed ``text`` (no BOS/EOS) with the frozen token table; its token count must equal ``num_context``.
 
-    The original silently took ``num_context`` from the token count of the words (reference §2.1); here a
+    The original silently took ``num_context`` from the token count of the words (docs/science.md §2.1); here a
     mismatch is an error, so the configured ``num_context`` always means what it says.
     """
     ids = ctx.tokenizer(text, add_special_tokens=False)["input_ids"]

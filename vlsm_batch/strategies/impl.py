@@ -2,8 +2,8 @@
 
 A learner owns all trainable prompt parameters of a strategy and hands out, per depth index k (0-based), the
 fresh tokens that enter tower layer k+1. The model wrapper decides where they go (after BOS for text, appended
-for vision) and when; the learner only decides what they are. Builders are registered as "module:function" strings
-so that importing this module stays cheap and new strategies can sit in their own files next to ``coop.py``.
+for vision) and when; the learner only decides what they are. Each strategy's catalog entry names its learner class
+("module:Class", ``StrategyInfo.learner``), imported only here, so new strategies can sit in their own files.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import VlsmBatchError
-from . import get_strategy, incompatibility
+from . import ModelLike, StrategyInfo, get_strategy, incompatibility, refusal
 
 
 class StrategyNotImplementedError(VlsmBatchError):
@@ -41,12 +41,18 @@ class LearnerContext:
     tokenizer: Any  # transformers CLIPTokenizer
     vision_run_layers: int | None = None  # vision layers the model actually runs (CLIPSeg: deepest extract + 1)
     image_feature_dim: int | None = None  # width of the image feature CoCoOp's meta-net reads
+    family: str | None = None  # model family, for the catalog's per-family refusals (None: not known here)
+
+    @property
+    def prompt_towers(self) -> frozenset[str]:
+        """Towers this model can prompt: no vision transformer, no visual prompts."""
+        return frozenset({"text", "vision"} if self.vision_layers else {"text"})
 
     def vision_rows(self, depth: int) -> int:
         """Visual prompt rows for ``depth``: rows for layers the model never runs would feed nothing.
 
         CLIPSeg runs its ViT only to layer 10, so depth 11 gets 10 visual rows (the original's 11th visual row
-        reached the decoder only through its in-place overwrite leak, reference §11).
+        reached the decoder only through its in-place overwrite leak, docs/science.md §8.12).
         """
         return min(depth, self.vision_run_layers or self.vision_layers or 0)
 
@@ -69,8 +75,7 @@ class PromptLearner(nn.Module):
     k+1 of every prompted tower. Nothing exists for deeper layers.
     """
 
-    strategy: ClassVar[str]
-    towers: ClassVar[frozenset[str]]
+    towers: ClassVar[frozenset[str]]  # what this code prompts; must equal its catalog entry's towers
     needs_image_features: ClassVar[bool] = False  # CoCoOp-style learners condition on the image
 
     def __init__(self, depth: int, num_context: int, vision_rows: int = 0):
@@ -99,21 +104,13 @@ class PromptLearner(nn.Module):
         """One line per place prompts enter, for ``describe``."""
         return []
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> PromptLearner:
+        """Build from resolved strategy parameters (every declared one present), checked against the model."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build itself from parameters")
+
 
 LearnerBuilder = Callable[[Mapping[str, Any], LearnerContext], PromptLearner]
-
-# strategy -> "module:function" (a LearnerBuilder), or None for strategies that run the model without prompts.
-PROMPT_LEARNERS: dict[str, str | None] = {
-    "coop": "vlsm_batch.strategies.coop:build_coop",
-    "cocoop": "vlsm_batch.strategies.cocoop:build_cocoop",
-    "vpt": "vlsm_batch.strategies.vpt:build_vpt",
-    "maple": "vlsm_batch.strategies.multimodal:build_maple",
-    "shared_separate": "vlsm_batch.strategies.multimodal:build_shared_separate",
-    "shared_attn": "vlsm_batch.strategies.multimodal:build_shared_attn",
-    "zero_shot": None,
-    "finetune": None,  # no prompts: the model wrapper unfreezes every weight
-    "decoder_finetune": None,  # no prompts: the model wrapper unfreezes the decoder (CLIPSeg only)
-}
 
 
 def resolve_params(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,32 +119,41 @@ def resolve_params(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {p.name: params.get(p.name, p.default) for p in info.params}
 
 
-def refuse_inapplicable(strategy: str, model_name: str) -> None:
-    """Raise with the catalog's reason when ``strategy`` never runs on ``model_name`` (vpt or decoder_finetune on
-    CRIS), the reason validate and plan give for skipping the pair."""
-    from ..models import MODELS
-
-    if model_name not in MODELS:
-        return
-    model = MODELS.get(model_name)
-    reason = incompatibility(get_strategy(strategy), model.prompt_towers, model_name, model.family)
+def refuse_inapplicable(strategy: str, model: ModelLike) -> None:
+    """Raise with the catalog's reason when ``strategy`` never runs on ``model`` (vpt or decoder_finetune on CRIS),
+    the reason validate and plan give for skipping the pair. The caller passes the model record."""
+    reason = refusal(get_strategy(strategy), model)
     if reason:
         raise StrategyNotImplementedError(reason)
 
 
+def learner_class(info: StrategyInfo) -> type[PromptLearner] | None:
+    """The learner class the catalog entry names (None: no prompts), checked to prompt the entry's towers."""
+    if info.learner is None:
+        if info.towers:
+            raise StrategyNotImplementedError(f"strategy {info.name!r} is not implemented in this build")
+        return None
+    module_name, _, class_name = info.learner.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PromptLearner)):
+        raise StrategyNotImplementedError(f"strategy {info.name!r}: {info.learner} is not a PromptLearner class")
+    if cls.towers != info.towers:
+        raise StrategyNotImplementedError(
+            f"strategy {info.name!r}: {info.learner} prompts {sorted(cls.towers)}, the catalog says "
+            f"{sorted(info.towers)}"
+        )
+    return cls
+
+
 def build_prompt_learner(strategy: str, params: Mapping[str, Any], ctx: LearnerContext) -> PromptLearner | None:
     """Build the learner of ``strategy`` (None: no prompts), or say plainly that this build lacks it or that the
-    pair does not apply."""
-    get_strategy(strategy)  # unknown names raise the catalog's error with close matches
-    refuse_inapplicable(strategy, ctx.model_name)
-    if strategy not in PROMPT_LEARNERS:
-        raise StrategyNotImplementedError(f"strategy {strategy!r} is not implemented in this build")
-    target = PROMPT_LEARNERS[strategy]
-    if target is None:
-        return None
-    module_name, func_name = target.split(":")
-    builder: LearnerBuilder = getattr(importlib.import_module(module_name), func_name)
-    return builder(resolve_params(strategy, params), ctx)
+    pair does not apply (by the towers the context shows, and its family when the model passed one)."""
+    info = get_strategy(strategy)  # unknown names raise the catalog's error with close matches
+    reason = incompatibility(info, ctx.prompt_towers, ctx.model_name, ctx.family)
+    if reason:
+        raise StrategyNotImplementedError(reason)
+    cls = learner_class(info)
+    return None if cls is None else cls.from_params(resolve_params(strategy, params), ctx)
 
 
 def layer_span(rows: int, depth: int | None = None) -> str:

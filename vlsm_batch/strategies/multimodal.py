@@ -1,4 +1,4 @@
-"""Multimodal strategies that prompt both CLIPSeg towers (reference §3.1): MaPLe, Shared-Separate and
+"""Multimodal strategies that prompt both CLIPSeg towers (docs/science.md §3.1): MaPLe, Shared-Separate and
 Shared-Attention. Text rows exist for layers 1..depth; visual rows for the vision layers that run (CLIPSeg stops at
 layer 10, so depth 11 has 10 visual rows; see ``LearnerContext.vision_rows``).
 """
@@ -50,8 +50,11 @@ def _depth(params: Mapping[str, Any], ctx: LearnerContext) -> tuple[int, int]:
 class MaPLeLearner(PromptLearner):
     """Text context (depth, n, Dt); the vision tokens of depth k are ``proj_k(context[k])`` (Dt -> Dv)."""
 
-    strategy: ClassVar[str] = "maple"
     towers: ClassVar[frozenset[str]] = _BOTH
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> MaPLeLearner:
+        return build_maple(params, ctx)
 
     def __init__(
         self,
@@ -109,8 +112,11 @@ def build_maple(params: Mapping[str, Any], ctx: LearnerContext) -> MaPLeLearner:
 class SharedSeparateLearner(PromptLearner):
     """Context (depth, n, s) in a shared space, projected per depth to text (s -> Dt) and vision (s -> Dv)."""
 
-    strategy: ClassVar[str] = "shared_separate"
     towers: ClassVar[frozenset[str]] = _BOTH
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> SharedSeparateLearner:
+        return build_shared_separate(params, ctx)
 
     def __init__(
         self,
@@ -174,13 +180,16 @@ class SharedAttnLearner(PromptLearner):
 
     With ``attend_across_tokens`` (default) the n prompt tokens of a depth form one sequence and attend to each
     other. The original called a ``batch_first=False`` layer on (1, n, E), i.e. n sequences of length 1: softmax over
-    a single key is 1 and the query/key projections do nothing (reference §3.1, §11); ``attend_across_tokens:
+    a single key is 1 and the query/key projections do nothing (docs/science.md §3.1, §8.10); ``attend_across_tokens:
     false`` reproduces that. The joint transform runs once per depth and forward pass, on the device, and both
     towers read its halves (the original round-tripped the text half through host memory).
     """
 
-    strategy: ClassVar[str] = "shared_attn"
     towers: ClassVar[frozenset[str]] = _BOTH
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> SharedAttnLearner:
+        return build_shared_attn(params, ctx)
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Projection blocks of CoCoOp, MaPLe and Shared-Separate (reference §2.5), and per-depth stacks of them.
+"""Projection blocks of CoCoOp, MaPLe and Shared-Separate (docs/science.md §2.5), and per-depth stacks of them.
 
 Three shapes, chosen by ``intermediate_dim`` (h) and ``use_lora``:
 

@@ -1,4 +1,4 @@
-"""VPT-deep: learnable visual tokens appended after the patch + position embeddings (reference §2.3, §3.1).
+"""VPT-deep: learnable visual tokens appended after the patch + position embeddings (docs/science.md §2.3, §3.1).
 
 They enter before CLIP's pre-LayerNorm, are replaced by fresh rows at the input of vision layers 2..depth, pass
 through the decoder with the other tokens and are dropped just before the 22x22 reshape (the model wrapper does
@@ -17,8 +17,11 @@ from .impl import LearnerContext, PromptLearner, check_depth, check_num_context,
 
 
 class VPTLearner(PromptLearner):
-    strategy: ClassVar[str] = "vpt"
     towers: ClassVar[frozenset[str]] = frozenset({"vision"})
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ctx: LearnerContext) -> VPTLearner:
+        return build_vpt(params, ctx)
 
     def __init__(self, depth: int, num_context: int, vision_width: int, vision_rows: int):
         super().__init__(depth, num_context, vision_rows)

@@ -227,7 +227,7 @@ class Collate:
 
 
 class BatchTransform:
-    """On-device augmentation and normalisation of a uint8 batch (TuneVLSeg's albumentations pipeline, §5).
+    """On-device augmentation and normalisation of a uint8 batch (TuneVLSeg's albumentations, docs/science.md §5).
 
     Training: per sample with probability ``p_affine`` an affine warp (rotate ±5°, translate ±2 %, scale
     0.98-1.02; bicubic, replicate border; the mask follows with nearest neighbour, albumentations' default for

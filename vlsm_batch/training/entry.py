@@ -74,7 +74,7 @@ def train_trial(trial_dir: Path, *, model_factory: ModelFactory | None = None) -
     config = json.loads(paths.config.read_text(encoding="utf-8"))
     train, params = config["train"], config["params"]
     trains = get_strategy(config["strategy"]).trains
-    if not trains:  # zero-shot: evaluated like the benchmark (batch 32, fp32; reference §4.4), nothing is fit
+    if not trains:  # zero-shot: evaluated like the benchmark (batch 32, fp32; docs/science.md §4.4), nothing is fit
         train = {"batch_size": 32, "precision": "32", "max_epochs": 1, **train}
 
     if trains and _packed_before(paths):  # its last attempt trained in a pack: resume it the same way

@@ -69,7 +69,7 @@ class SegmentationModule(pl.LightningModule):
         self._val_iou.append(iou.detach())
 
     def on_validation_epoch_end(self) -> None:
-        # Per-image mean over the whole epoch (the original's global IoU mixed conventions, reference §9.5).
+        # Per-image mean over the whole epoch (the original's global IoU mixed conventions, docs/science.md §8.4).
         if self._val_dice:
             self.log(VAL_DICE, torch.cat(self._val_dice).mean())
             self.log(VAL_IOU, torch.cat(self._val_iou).mean())
@@ -82,7 +82,7 @@ class SegmentationModule(pl.LightningModule):
         return {"loss": loss.cpu(), "dice": dice.cpu(), "iou": iou.cpu()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # weight_decay 0 means no decay: the original passed AdamW's default 0.01 then (reference §9.17).
+        # weight_decay 0 means no decay: the original passed AdamW's default 0.01 then (docs/science.md §8.6).
         groups = self.model.param_groups(self.weight_decay)
         # multi-tensor AdamW (fused on CUDA and CPU, else foreach), not torch's per-tensor loop on CPU (training.optim)
         optimizer = make_adamw(groups, self.lr, self.weight_decay, self.device.type)

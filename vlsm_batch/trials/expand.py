@@ -92,12 +92,13 @@ def cell_space(spec: StudySpec, strategy: str) -> tuple[dict[str, Distribution],
     """The search space and the fixed values a strategy gets: parameters it does not take are dropped.
 
     Baselines ignore the shared space (the benchmark runs them once with their defaults); a
-    ``per_strategy`` entry can still give them one.
+    ``per_strategy`` entry can still give them one. Fixed values come from the strategy's effective train
+    (``spec.train_for``: the top-level ``per_strategy`` override over the study's ``train``).
     """
     info = get_strategy(strategy)
     takes = set(info.param_names)
     fixed = {p.name: p.default for p in info.params}
-    fixed.update({k: v for k, v in spec.train.fixed_params.items() if k in takes})
+    fixed.update({k: v for k, v in spec.train_for(strategy).fixed_params.items() if k in takes})
     space = {} if info.baseline else {k: v for k, v in spec.search.space.items() if k in takes}
     space.update({k: v for k, v in spec.search.per_strategy.get(strategy, {}).items() if k in takes})
     for k in space:
@@ -117,7 +118,7 @@ def expand(spec: StudySpec) -> Expansion:
                 info = get_strategy(strategy)
                 cell = Cell(model, dataset, strategy)
                 cells.append(cell)
-                reason = incompatibility(info, towers, model)
+                reason = incompatibility(info, towers, model, get_model_info(model).family)
                 if reason:
                     cell.skipped = reason
                     continue
@@ -125,7 +126,8 @@ def expand(spec: StudySpec) -> Expansion:
                 data = data_identity(spec, dataset)
                 space, fixed = cell_space(spec, strategy)
                 # a baseline that reproduces a run keeps that run's epoch budget (decoder_finetune: at most 40)
-                train = info.loop_settings(spec.train.loop_settings()) if info.trains else {}
+                # effective loop settings (per_strategy override included): part of the trial id
+                train = info.loop_settings(spec.train_for(strategy).loop_settings()) if info.trains else {}
                 seeds = spec.seeds if info.trains else spec.seeds[:1]  # zero-shot has nothing to replicate
                 n = spec.search.trials if space else 1
                 base = Trial(model, dataset, strategy, 0, {}, train, objective, 0, data)

@@ -1,5 +1,8 @@
 """Bring each cell's Optuna journal in line with the trial store (the store is the truth).
 
+It lives in jobs, beside the store it reads: :mod:`vlsm_batch.search` holds the Optuna side only and imports no
+stage after trials.
+
 A RUNNING Optuna trial whose trial record is no longer active (failed, cancelled: killed, node failure, scancel,
 lost) is marked FAIL, so TPE stops counting it as running and a resubmission asks a replacement; one whose record
 is done or pruned (the task died between its verdict and its tell) gets that outcome. An older Optuna trial of a
@@ -28,8 +31,8 @@ def reconcile_journals(layout: StudyLayout, records: dict[str, Any]) -> int:
     """
     if not has_journals(layout):
         return 0
-    from ..jobs import store
-    from . import optuna_study as os_
+    from ..search import optuna_study as os_
+    from . import store
 
     told = 0
     for path in sorted((layout.root / SEARCH_DIR).glob("*.journal")):

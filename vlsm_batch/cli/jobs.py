@@ -1,9 +1,11 @@
-"""``vlsm-batch cancel`` and ``vlsm-batch logs``: registered through ``cli.COMMAND_MODULES`` (no torch, no submitit)."""
+"""``status`` (and ``--watch``), ``cancel``, ``logs`` and ``run-trial``: the commands that act on a submitted study's
+trials. No torch and no submitit at import; ``run-trial`` loads training only when it runs."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,22 +14,86 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VlsmBatchError
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, STUDY_HELP, err, out, study_dir
 
 
-def _study(arg: str | None) -> Path:
-    from ..cli import study_dir
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..jobs.status import format_status, load_status
+    from ..layout import StudyLayout
 
-    return study_dir(arg)
+    layout = StudyLayout(study_dir(args.study))
+    if args.watch is not None:
+        if not args.watch > 0:
+            raise VlsmBatchError(f"--watch {args.watch:g}: the refresh interval must be a positive number of seconds")
+        return watch_status(layout, args.watch, args.json)
+    st = load_status(layout)
+    out(json.dumps(st.as_dict(), indent=2, default=str) if args.json else format_status(st))
+    return EXIT_OK
+
+
+def watch_status(layout: Any, interval: float, as_json: bool = False, max_rounds: int | None = None) -> int:
+    """Redraw ``status`` in place every ``interval`` seconds until nothing is left to run, or Ctrl-C.
+
+    Plain ANSI (home, clear to end of screen) on a terminal, so no extra dependency; into a pipe or file each
+    refresh is appended after a separator line instead. ``max_rounds`` bounds the loop (tests).
+    """
+    import time
+
+    from ..jobs.status import format_status, load_status
+
+    tty = sys.stdout.isatty() and not as_json
+    rounds = 0
+    try:
+        while True:
+            st = load_status(layout)
+            text = json.dumps(st.as_dict(), default=str) if as_json else format_status(st)
+            stamp = time.strftime("%H:%M:%S")
+            done = st.finished()
+            foot = "study finished." if done else f"refreshing every {interval:g} s; Ctrl-C to stop watching"
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[J" + text + f"\n\n[{stamp}] {foot}\n")
+                sys.stdout.flush()
+            else:
+                out(text if as_json else f"--- {stamp}\n{text}\n{foot}")
+            rounds += 1
+            if done or (max_rounds is not None and rounds >= max_rounds):
+                return EXIT_OK
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        out()
+        return EXIT_OK
+
+
+def cmd_run_trial(args: argparse.Namespace) -> int:
+    from ..extras import require_extra
+
+    require_extra("train", "run-trial")  # before the trial is queued: a light install changes nothing
+    from ..jobs import store
+    from ..jobs.task import run_trial_task
+    from ..layout import TrialPaths
+
+    paths = TrialPaths(Path(args.trial_dir))
+    if not paths.config.is_file():
+        raise VlsmBatchError(f"{paths.root} is not a trial folder (no config.json): pass runs/<study>/trials/<id>")
+    try:  # queue it for this process (a failed or cancelled trial is retried; done and running are refused)
+        store.submit(paths, "inline", store.read(paths).spec_version, retry_failed=True)
+    except store.IllegalTransition as exc:
+        raise VlsmBatchError(f"{exc}; nothing was run") from None
+    result = run_trial_task(args.trial_dir, executor="inline")
+    if "skipped" in result:
+        err(result["skipped"])
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if "cancelled" in result else EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from ..jobs import store
+    from ..jobs.cluster import slurm_cmd
+    from ..jobs.store import PENDING, REQUEUED, RUNNING, IllegalTransition, now_iso
+    from ..jobs.study import study_lock, study_states
     from ..layout import StudyLayout
-    from . import store
-    from .cluster import slurm_cmd
-    from .store import PENDING, REQUEUED, RUNNING, IllegalTransition, now_iso
-    from .study import study_lock, study_states
 
-    layout = StudyLayout(_study(args.study))
+    layout = StudyLayout(study_dir(args.study))
     wanted_states = set(args.state or [PENDING, RUNNING, REQUEUED])
     lock = None if args.dry_run else study_lock(layout, "vlsm-batch cancel", allow_local_run=True)
     try:
@@ -109,7 +175,7 @@ def _pack_goes_on(views: list[Any], cancelling: set[str]) -> set[str]:
     """The trials of ``cancelling`` whose pack keeps another member that is not being cancelled: the same job, still
     waiting for or running in that process, and not asked to stop. Those are stopped alone, through their record
     (the pack's runner polls it), never by signalling or scancelling the shared process."""
-    from .store import ACTIVE, RUNNING
+    from ..jobs.store import ACTIVE, RUNNING
 
     by_id = {v.trial.trial_id: v for v in views}
     out = set()
@@ -128,12 +194,12 @@ def _pack_goes_on(views: list[Any], cancelling: set[str]) -> set[str]:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from ..jobs import store
+    from ..jobs.logs import tail_lines, trial_log_files
+    from ..jobs.study import read_manifest
     from ..layout import StudyLayout
-    from . import store
-    from .logs import tail_lines, trial_log_files
-    from .study import read_manifest
 
-    layout = StudyLayout(_study(args.study))
+    layout = StudyLayout(study_dir(args.study))
     ids = [t.trial_id for t in read_manifest(layout) if t.trial_id.startswith(args.trial)]
     if not ids:
         raise VlsmBatchError(f"no trial {args.trial!r} in {layout.root}")
@@ -158,9 +224,31 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any) -> None:
+def add_status(sub: Any) -> None:
+    s = sub.add_parser("status", help="state of every trial, best objective, failures with log tails")
+    s.add_argument("--study", help=STUDY_HELP)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=10.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 10) until the study finishes or Ctrl-C",
+    )
+    s.set_defaults(func=cmd_status)
+
+
+def add_run_trial(sub: Any) -> None:
+    s = sub.add_parser("run-trial", help="train one trial folder in this process (debugging)")
+    s.add_argument("trial_dir", help="runs/<study>/trials/<id>")
+    s.set_defaults(func=cmd_run_trial)
+
+
+def add_cancel(sub: Any) -> None:
     s = sub.add_parser("cancel", help="cancel pending/running trials (scancel on Slurm); submit relaunches them")
-    s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
+    s.add_argument("--study", help=STUDY_HELP)
     s.add_argument(
         "--state", action="append", choices=["pending", "running", "requeued"], help="only trials in this state"
     )
@@ -171,9 +259,11 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--dry-run", action="store_true", help="list what would be cancelled")
     s.set_defaults(func=cmd_cancel)
 
+
+def add_logs(sub: Any) -> None:
     s = sub.add_parser("logs", help="print a trial's log files (every attempt; local or Slurm)")
     s.add_argument("trial", help="trial id (or a unique prefix)")
-    s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
+    s.add_argument("--study", help=STUDY_HELP)
     s.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N lines of each file")
     s.add_argument("--err-only", action="store_true", help="only stderr logs")
     s.set_defaults(func=cmd_logs)

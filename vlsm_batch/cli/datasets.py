@@ -1,4 +1,4 @@
-"""``vlsm-batch data prepare|verify`` (registered by ``cli.COMMAND_MODULES``; PIL/numpy only, no torch)."""
+"""``vlsm-batch data prepare|verify``: PIL/numpy only, no torch."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def default_data_root() -> Path:
 
 def _targets(args: argparse.Namespace) -> tuple[Path, list[tuple[str, Any, str | None]]]:
     """(data root, [(name, DatasetInfo, prompt key)]) from the registry, or from a spec with ``--spec``."""
+    from ..datasets import DATASETS, get_dataset
     from ..errors import VlsmBatchError
-    from . import DATASETS, get_dataset
 
     if args.spec:
         from ..spec import load_spec
@@ -38,8 +38,8 @@ def _targets(args: argparse.Namespace) -> tuple[Path, list[tuple[str, Any, str |
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .synthetic import ensure_synthetic
-    from .verify import format_reports, verify_dataset
+    from ..datasets.synthetic import ensure_synthetic
+    from ..datasets.verify import format_reports, verify_dataset
 
     data_root, targets = _targets(args)
     if not targets:
@@ -60,7 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare_dataset
+    from ..datasets.prepare import prepare_dataset
 
     done = prepare_dataset(args.name, Path(args.source), Path(args.dest), args.val_fraction, progress=True)
     counts: Any = done.manifest["counts"]

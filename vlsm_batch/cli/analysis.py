@@ -1,4 +1,5 @@
-"""The ``analyze`` subcommand (registered by ``cli.COMMAND_MODULES``; imports polars only when run)."""
+"""``analyze`` (tables, plots, takeaways, report) and ``predict`` (a trial's masks as PNGs). Light at import:
+polars, matplotlib, torch and the model load inside the command that needs them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VlsmBatchError
+from .common import STUDY_HELP, study_dir
 
 DEFAULT_BINS = 4
 
@@ -72,9 +74,11 @@ def _json(result: Any) -> dict[str, Any]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from ..cli import study_dir
+    from ..extras import require_extra
+
+    require_extra("analysis")  # before polars is imported: a light install is told which extra to add
+    from ..analysis.run import analyze
     from ..layout import StudyLayout
-    from .run import analyze
 
     by = [b for arg in (args.by or ["strategy"]) for b in arg.split(",") if b]
     layout = StudyLayout(study_dir(args.study))
@@ -105,7 +109,57 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any) -> None:
+def _trial_dirs(args: argparse.Namespace) -> list[Path]:
+    """The trial folders named (paths, or ids of the study) or, with ``--best``, the best trial of every cell."""
+    from ..layout import StudyLayout
+
+    out = []
+    layout = None
+    for name in args.trials or []:
+        p = Path(name)
+        if (p / "config.json").is_file():
+            out.append(p)
+            continue
+        layout = layout or StudyLayout(study_dir(args.study))
+        d = layout.trial(name).root
+        if not (d / "config.json").is_file():
+            raise VlsmBatchError(f"{name}: neither a trials/<id> folder nor a trial id of {layout.root}")
+        out.append(d)
+    if args.best:
+        from ..analysis.collect import collect
+        from ..analysis.curves import best_trials
+        from ..analysis.run import REPORTED, objective_of
+        from ..analysis.tables import best, configs
+
+        layout = layout or StudyLayout(study_dir(args.study))
+        objective, mode = objective_of(layout)
+        df = collect(layout)
+        chosen = best_trials(best(configs(df, objective, list(REPORTED)), mode), df, objective, mode)
+        out += [layout.trial(tid).root for _, tid in chosen]
+    if not out:
+        raise VlsmBatchError("predict: name trial folders or ids, or pass --best for the best trial of every cell")
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..extras import require_extra
+
+    require_extra("train", "predict")
+    from ..training.predict import predict_trial
+
+    if args.limit is not None and args.limit < 1:
+        raise VlsmBatchError(f"--limit {args.limit}: must be at least 1")
+    dirs = _trial_dirs(args)
+    if args.out and len(dirs) > 1:
+        raise VlsmBatchError("--out takes one trial; without it each trial's masks go to trials/<id>/predictions/")
+    for i, d in enumerate(dirs, 1):
+        print(f"[{i}/{len(dirs)}] predicting {d.name} ({args.split}) ...", file=sys.stderr, flush=True)
+        folder = predict_trial(d, split=args.split, limit=args.limit, out_dir=Path(args.out) if args.out else None)
+        print(folder, flush=True)
+    return 0
+
+
+def add_analyze(sub: Any) -> None:
     s = sub.add_parser(
         "analyze",
         help="tables, plots, takeaways and report.html from the per-trial metrics",
@@ -114,7 +168,7 @@ def add_commands(sub: Any) -> None:
         "interval), compute the takeaways, and write tables, plots, summary.md and report.html under the "
         "study's analysis/ folder.",
     )
-    s.add_argument("--study", help="study folder (default: the most recent one under the current folder)")
+    s.add_argument("--study", help=STUDY_HELP)
     s.add_argument(
         "--by",
         action="append",
@@ -147,3 +201,20 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--no-cache", action="store_true", help="re-read every trial's files (the cache is not touched)")
     s.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="what is printed")
     s.set_defaults(func=cmd_analyze)
+
+
+def add_predict(sub: Any) -> None:
+    s = sub.add_parser(
+        "predict",
+        help="write a trial's predicted masks as PNGs (best checkpoint, original resolution)",
+        description="Run a finished trial's best checkpoint on a split and write one 0/255 PNG mask per image at "
+        "its original resolution, plus index.json (image, ground truth, prediction, Dice). `analyze` then shows "
+        "an overlay grid of the best trial of each cell.",
+    )
+    s.add_argument("trials", nargs="*", help="trials/<id> folders or trial ids of --study")
+    s.add_argument("--study", help=STUDY_HELP)
+    s.add_argument("--best", action="store_true", help="also the best trial (on validation) of every cell")
+    s.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split (default test)")
+    s.add_argument("--limit", type=int, default=None, help="at most N images per trial")
+    s.add_argument("--out", help="folder for the PNGs (one trial only; default trials/<id>/predictions/<split>/)")
+    s.set_defaults(func=cmd_predict)

@@ -1,6 +1,5 @@
 """``vlsm-batch describe MODEL STRATEGY [--set key=value ...]``: trainable parameters per module and where the
-prompts enter, without training or downloading (the architecture is built with random weights: the counts are
-those of the pretrained model). Light at import: torch is loaded only when the command runs."""
+prompts enter, without training or downloading. Light at import: torch is loaded only when the command runs."""
 
 from __future__ import annotations
 
@@ -54,60 +53,13 @@ def parse_settings(strategy: str, pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def describe(model_name: str, strategy: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Build the model (random weights) and summarise what trains and where prompts enter."""
-    from ..models import get_model_info
-    from ..strategies import get_strategy, incompatibility
-    from ..strategies.impl import resolve_params
-    from .factory import create_model
-
-    info, sinfo = get_model_info(model_name), get_strategy(strategy)
-    reason = incompatibility(sinfo, info.prompt_towers, model_name, info.family)
-    if reason:  # the same reason validate and plan give when they skip the pair
-        raise VlsmBatchError(reason)
-    if info.family not in sinfo.implemented_for:
-        raise VlsmBatchError(f"strategy {strategy} is not implemented for {info.family} in this build")
-    model = create_model(model_name, strategy, params, random_init=True)
-    modules: dict[str, int] = {}
-    frozen: dict[str, int] = {}
-    for name, param in model.named_parameters():
-        key = ".".join(name.split(".")[:2])
-        into = modules if param.requires_grad else frozen
-        into[key] = into.get(key, 0) + param.numel()
-    return {
-        "model": model_name,
-        "strategy": strategy,
-        "label": sinfo.display,
-        "params": resolve_params(strategy, params),
-        "trainable_by_module": modules,
-        "frozen_by_module": frozen,
-        "trainable": model.trainable_parameter_count(),
-        "total": model.total_parameter_count(),
-        "prompts": model.describe_prompts(),
-    }
-
-
-def format_description(d: dict[str, Any]) -> str:
-    label = d.get("label")
-    lines = [f"{d['model']} + {d['strategy']}" + (f" ({label})" if label and label != d["strategy"] else "")]
-    if d["params"]:
-        lines.append("  parameters: " + ", ".join(f"{k}={v!r}" for k, v in d["params"].items()))
-    lines.append("trainable parameters:")
-    frozen = d.get("frozen_by_module", {})
-    width = max([len(k) for k in (*d["trainable_by_module"], *frozen)] + [6])
-    for key, count in d["trainable_by_module"].items():
-        lines.append(f"  {key:<{width}}  {count:>13,}")
-    lines.append(f"  {'total':<{width}}  {d['trainable']:>13,}   of {d['total']:,} ({d['trainable'] / d['total']:.4%})")
-    if frozen:
-        lines.append("frozen parameters:")
-        lines += [f"  {key:<{width}}  {count:>13,}" for key, count in frozen.items()]
-    lines.append("where prompts enter:")
-    lines += [f"  {line}" for line in d["prompts"]]
-    return "\n".join(lines)
-
-
 def cmd_describe(args: argparse.Namespace) -> int:
     params = parse_settings(args.strategy, args.set or [])
+    from ..extras import require_extra
+
+    require_extra("train", "describe (it builds the model to count its parameters)")
+    from ..models.describe import describe, format_description
+
     description = describe(args.model, args.strategy, params)
     if args.json:
         print(json.dumps(description, indent=2, default=str))
