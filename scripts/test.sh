@@ -12,4 +12,5 @@ slurm_env=$(bash slurm/ci_start.sh)
 eval "$slurm_env"
 .venv/bin/ruff check vlsm_batch tests benchmarks
 .venv/bin/ruff format --check vlsm_batch tests benchmarks
+.venv/bin/mypy   # types over vlsm_batch/ ([tool.mypy] in pyproject.toml: check_untyped_defs, clean)
 exec .venv/bin/python -m pytest "$@"

@@ -291,7 +291,80 @@ def test_submit_puts_each_resource_group_in_its_own_array(tmp_path: Path, monkey
     assert (second["n"], second["params"]["time"], second["params"]["mem"]) == (1, 120, "16GB")
 
 
-def test_local_executor_says_it_ignores_override_resources(tmp_path: Path) -> None:
-    spec = load(tmp_path, TWO.replace("executor: slurm", "executor: local") + OVERRIDE)
-    assert any(":9:" in n and "local executor runs every trial with the study's resources" in n for n in spec.notes)
+def test_local_executor_says_it_ignores_override_job_sizes(tmp_path: Path) -> None:
+    local = TWO.replace("executor: slurm", "executor: local")
+    spec = load(tmp_path, local + OVERRIDE)
+    assert any(":9:" in n and "mem_gb size Slurm jobs only" in n for n in spec.notes)
     assert not any("local executor" in n for n in load(tmp_path, TWO + OVERRIDE).notes)
+    timeout_only = OVERRIDE.replace(", mem_gb: 16", "")
+    assert not any("local executor" in n for n in load(tmp_path, local + timeout_only).notes)
+
+
+LOCAL_TIMEOUT = (
+    TWO.replace("executor: slurm}", "executor: local, local: {max_parallel: 2}, timeout_min: 240}")
+    + "per_strategy:\n  finetune: {resources: {timeout_min: 1, gpus_per_task: 0}}\n"
+)
+
+
+def test_per_strategy_timeout_and_gpus_reach_each_local_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlsm_batch.jobs import submit as submit_mod
+    from vlsm_batch.jobs.local import LocalOutcome
+
+    seen: dict[str, Any] = {}
+
+    def fake_run_local(units: list[list[Path]], **kw: Any) -> LocalOutcome:
+        seen.update(kw, units=units)
+        return LocalOutcome()
+
+    monkeypatch.setattr(submit_mod, "run_local", fake_run_local)
+    monkeypatch.setattr(submit_mod, "visible_gpu_ids", lambda: [0, 1])
+    spec = load(tmp_path, LOCAL_TIMEOUT)
+    submit_mod.submit(spec, expand(spec), progress=False, train="test_config_truth:timed_train")
+    strategies = [json.loads((unit[0] / "config.json").read_text())["strategy"] for unit in seen["units"]]
+    assert sorted(strategies) == ["coop", "finetune"]
+    want = {"coop": (240, True), "finetune": (1, False)}
+    assert list(zip(seen["timeouts"], seen["wants_gpu"])) == [want[s] for s in strategies]
+    assert seen["gpus"] == [0, 1]
+
+
+def timed_train(root: Path) -> dict[str, Any]:
+    """A stand-in training: finetune marks that it runs and sleeps past any test; coop finishes at once."""
+    import os
+    import time
+
+    from vlsm_batch.layout import TrialPaths, atomic_write_json
+
+    paths = TrialPaths(Path(root))
+    if json.loads(paths.config.read_text())["strategy"] == "finetune":
+        Path(os.environ["VLSM_TEST_MARK"]).write_text("running")
+        time.sleep(120)
+    atomic_write_json(paths.metrics, {"val/dice": 0.5, "test/dice": 0.5})
+    return {}
+
+
+def test_a_strategys_own_timeout_stops_only_its_local_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from vlsm_batch.jobs import local, store
+    from vlsm_batch.jobs.submit import submit
+
+    mark = tmp_path / "finetune-running"
+    monkeypatch.setenv("VLSM_TEST_MARK", str(mark))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
+
+    class Clock:  # two minutes pass once finetune trains: past its 1 min, far from coop's 240
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        def monotonic(self) -> float:
+            return time.monotonic() + (120.0 if mark.exists() else 0.0)
+
+    monkeypatch.setattr(local, "time", Clock())
+    spec = load(tmp_path, LOCAL_TIMEOUT)
+    result = submit(spec, expand(spec), progress=False, train="test_config_truth:timed_train")
+    assert result.local is not None
+    by = {t.strategy: t.trial_id for t in expand(spec).trials}
+    assert result.local.done == [by["coop"]] and result.local.failed == [by["finetune"]]
+    record = store.read(result.layout.trial(by["finetune"]))
+    assert record.error is not None and record.error["class"] == "Timeout"
+    assert "timeout_min=1" in record.error["message"]

@@ -340,3 +340,12 @@ def test_mixed_precision_bytes_match_autocast(built, at_check_size, name, strate
         dice_ce_loss(logits, torch.rand_like(logits).round())
     parts = trial_memory(name, strategy, params, {"batch_size": batch, "precision": "bf16-mixed"}).parts
     assert parts["activations"] + parts["weight_casts"] == pytest.approx(sum(saved.values()), rel=0.10)
+
+
+def test_a_strategys_batch_size_override_changes_its_cells_estimate(tmp_path, capsys):
+    plain = plan_json(capsys, str(quickstart(tmp_path, pack=4)))["packs"]
+    (base,) = plain["cells"]
+    big = quickstart(tmp_path, pack=4, extra="per_strategy:\n  coop: {train: {batch_size: 64}}\n")
+    (cell,) = plan_json(capsys, str(big))["packs"]["cells"]
+    assert cell["member_gib"] > base["member_gib"]  # 64 images' activations per member, not the study's batch
+    assert cell["peak_gib"] > base["peak_gib"]

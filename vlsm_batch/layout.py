@@ -14,50 +14,16 @@ copied study keeps working.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# re-exported: callers import the atomic writers and the umask from here
+from .atomic import atomic_path as atomic_path
+from .atomic import atomic_write_text as atomic_write_text
+from .atomic import umask as umask
+
 STUDY_MARKER = "trials.jsonl"
-
-
-def umask() -> int:
-    """The process umask, read without changing it where Linux reports it (``os.umask`` sets it, briefly, for every
-    thread), so files another user of a shared folder must read get the group/other bits the user chose."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass  # not Linux: fall back to setting and restoring it
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file.
-
-    ``durable`` also fsyncs before the rename (survives a node crash); bulk writes of thousands of
-    small files at submit time skip it, since a re-run rewrites whatever a crash lost.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; collaborators on a shared cluster must read results
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, data: Any, durable: bool = True) -> None:

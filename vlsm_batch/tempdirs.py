@@ -52,7 +52,7 @@ def is_stale(folder: Path, name: str, now: float | None = None) -> bool:
 
 def sweep_stale(parent: Path, name: str) -> list[Path]:
     """Remove the leftover build folders of ``name`` in ``parent``; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in parent.glob(f".{name}.*.tmp") if p.is_dir()]
     except OSError:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..jobs import store
 from ..jobs.store import ACTIVE
 from ..jobs.study import read_manifest
-from ..layout import StudyLayout
+from ..layout import StudyLayout, atomic_path
 from ..trials import Trial
 
 if TYPE_CHECKING:
@@ -168,10 +168,8 @@ def collect(layout: StudyLayout, use_cache: bool = True, stats: dict[str, int] |
         order = pl.DataFrame({"trial_id": [t.trial_id for t in trials], "_order": range(len(trials))})
         df = df.join(order, on="trial_id", how="inner").sort("_order").drop("_order")
     if use_cache and fresh:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        df.write_parquet(tmp)
-        tmp.replace(path)
+        with atomic_path(path, durable=False) as tmp:
+            df.write_parquet(tmp)
     if stats is not None:
         stats.update(read=len(fresh), cached=len(keep))
     return with_derived(df)

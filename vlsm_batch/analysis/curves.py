@@ -45,7 +45,7 @@ def best_trials(best: pl.DataFrame, df: pl.DataFrame, objective: str, mode: str)
     """(cell label, trial id) of the best seed (on validation) of each cell's best configuration."""
     import polars as pl
 
-    out = []
+    out: list[tuple[str, str]] = []
     if best is None or best.height == 0 or "trial_ids" not in best.columns:
         return out
     score = (

@@ -13,10 +13,14 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from ..atomic import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.transforms import Bbox
 
@@ -55,7 +59,7 @@ def figure_key(fig: Figure) -> str:
             h.update(f"{line.get_color()}{line.get_linestyle()}{line.get_marker()}".encode())
         for patch in ax.patches:  # bars: their data-space rectangle (display coordinates would shift with noise)
             get = [getattr(patch, f"get_{k}", None) for k in ("x", "y", "width", "height")]
-            arr([g() for g in get] if all(get) else patch.get_path().vertices)
+            arr([g() for g in get if g is not None] if all(get) else patch.get_path().vertices)
             h.update(str(patch.get_facecolor()).encode())
         for coll in ax.collections:
             for seg in getattr(coll, "get_segments", lambda: [])():
@@ -106,7 +110,8 @@ def _prepare(fig: Figure, stem: Path) -> _Job | None:
         return None
     _marker(stem).unlink(missing_ok=True)  # a crash below must not leave a key that vouches for half-written files
     # one tight box for the three formats (bbox_inches="tight" would draw the figure twice per format)
-    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.05)
+    canvas = cast("FigureCanvasAgg", fig.canvas)  # plots._plt selects the Agg backend
+    box = fig.get_tightbbox(canvas.get_renderer()).padded(0.05)
     # tight_layout() leaves a placeholder layout engine, and any engine makes savefig draw the figure once more
     # before drawing it for real; the layout is final by now
     fig.set_layout_engine(None)
@@ -115,17 +120,19 @@ def _prepare(fig: Figure, stem: Path) -> _Job | None:
 
 def _write(job: _Job, ext: str) -> Path:
     path = job.stem.with_suffix(ext)
-    tmp = path.with_name(f".{path.name}.tmp{ext}")
-    job.fig.savefig(tmp, bbox_inches=job.box, **OPTIONS[ext])
-    tmp.replace(path)
+    with atomic_path(path, durable=False, suffix=f".tmp{ext}") as tmp:
+        job.fig.savefig(tmp, bbox_inches=job.box, **OPTIONS[ext])
     return path
+
+
+def _write_part(part: list[tuple[_Job, str]]) -> None:
+    for job, ext in part:
+        _write(job, ext)
 
 
 def _finish(job: _Job) -> None:
     marker = _marker(job.stem)
-    tmp = marker.with_name(f"{marker.name}.tmp")
-    tmp.write_text(job.key, encoding="utf-8")
-    tmp.replace(marker)
+    atomic_write_text(marker, job.key, durable=False)
     _close(job.fig)
 
 
@@ -191,7 +198,7 @@ def save_all(items: list[tuple[Figure, Path]], workers: int | None = None) -> li
     try:
         for part in _split(pngs, n - 1) if pngs else []:
             try:
-                children.append((_fork(lambda part=part: [_write(j, e) for j, e in part]), part))
+                children.append((_fork(partial(_write_part, part)), part))
             except OSError:  # no process to spare (EAGAIN, ENOMEM): this one draws that part too
                 mine = part + mine
         for job, ext in mine:

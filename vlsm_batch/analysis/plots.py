@@ -91,6 +91,7 @@ def _plt():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.rcsetup import cycler  # what matplotlib.cycler is, named where its types are
 
     from .pdffonts import install
 
@@ -102,7 +103,7 @@ def _plt():
             "svg.hashsalt": "vlsm-batch",  # element ids from the content: the same figure, the same SVG bytes
             "pdf.fonttype": 42,  # TrueType in the PDF, as journals ask
             "ps.fonttype": 42,
-            "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+            "axes.prop_cycle": cycler(color=list(PALETTE)),
             "font.size": 9,
             "axes.titlesize": 10,
             "legend.fontsize": 8,
@@ -149,7 +150,7 @@ def score_vs(df: pl.DataFrame, x: str, metrics: list[str], line_by: str = "strat
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1.4, 3.4), squeeze=False)
     groups: list[str | None] = [None]
     if line_by != x and line_by in done.columns:
-        groups = strategy_order(done[line_by].cast(pl.String).unique().to_list())
+        groups = [*strategy_order(done[line_by].cast(pl.String).unique().to_list())]
     levels = (
         sorted(done[x].unique().to_list(), key=lambda v: (v is None, v if numeric else str(v)))
         if x in done.columns

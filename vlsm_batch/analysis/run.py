@@ -7,9 +7,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ..layout import StudyLayout, atomic_write_text
+from ..layout import StudyLayout, atomic_path, atomic_write_text
 from .collect import SIG, collect
 from .plots import save_all, score_vs
 from .tables import apply_bins, best, check_columns, configs, grouped, resolve_columns
@@ -26,9 +26,8 @@ def _write_frame(df: Any, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv, parquet = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
     atomic_write_text(csv, df.write_csv())
-    tmp = parquet.with_name(f".{parquet.name}.tmp")
-    df.write_parquet(tmp)
-    tmp.replace(parquet)
+    with atomic_path(parquet, durable=False) as tmp:
+        df.write_parquet(tmp)
     return [csv, parquet]
 
 
@@ -138,7 +137,7 @@ def analyze(
         versions = df.filter(pl.col("spec_version").is_not_null()).group_by("spec_version").len().sort("spec_version")
         result.spec_versions = {str(v): int(n) for v, n in versions.iter_rows()}
     if best_table is not None and best_table.height and "n_seeds" in cfg.columns:
-        result.max_seeds = int(cfg["n_seeds"].max() or 0)
+        result.max_seeds = int(cast("int | None", cfg["n_seeds"].max()) or 0)  # an int column
     if not outputs:
         import matplotlib.pyplot as plt
 

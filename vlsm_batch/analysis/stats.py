@@ -5,11 +5,14 @@ longer than every takeaway of a 10,000-trial study together."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)
 
 
 def t975(df: int) -> float:
@@ -119,9 +122,9 @@ def welch(a: Sequence[float], b: Sequence[float], test: str = "Welch t") -> Pair
     return Paired(effect, effect - half, effect + half, na + nb, t_pvalue(effect / se, dof), test, (na, nb))
 
 
-def unit_slopes(units: dict[object, list[tuple[float, float]]]) -> dict[object, float]:
+def unit_slopes(units: dict[K, list[tuple[float, float]]]) -> dict[K, float]:
     """Least-squares slope of y on x inside each unit (e.g. one dataset and seed) that has two or more x values."""
-    out = {}
+    out: dict[K, float] = {}
     for unit, points in units.items():
         x = np.asarray([p[0] for p in points], float)
         y = np.asarray([p[1] for p in points], float)

@@ -120,7 +120,7 @@ def write_study(
     settings (a resubmission with other ``max_epochs`` is a second call with ``trap=False`` into the same root).
     """
     train = dict(TRAIN if train is None else train)
-    version = {"spec_version": spec_version} if spec_version else {}
+    version: dict[str, Any] = {"spec_version": spec_version} if spec_version else {}
     rng = random.Random(rng_seed)
     out = Synthetic(Path(root))
     tdir = out.root / "trials"

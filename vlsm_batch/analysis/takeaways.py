@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import VlsmBatchError
 from ..strategies import BASELINES as REGISTERED_BASELINES
@@ -212,6 +212,7 @@ def _slope(
     span = max(xs) - min(xs)
     if len(per_unit) >= 2:
         test = paired(list(per_unit.values()), [0.0] * len(per_unit), "paired slope t")
+        assert test is not None  # unit slopes are finite, so every unit makes a pair
     else:  # one dataset and seed: nothing to pair; the regression's own interval over its x values, stated
         pts = units[next(iter(per_unit))]
         slope, half, n = within_slope([p[0] for p in pts], [p[1] for p in pts], [0] * len(pts))
@@ -283,8 +284,9 @@ def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     cols_out = ["scope", lines, x, spec.metric, "ci95", "n_cells"]
     table = pl.concat([pooled.select(cols_out), per_ds.select(cols_out)])
     table = table.sort([pl.col("scope") != "pooled", "scope", lines, x])
-    slopes = [_slope(units, name, lines, min_effect) for name, units in _trend_units(ctx, at_x, spec, x, lines).items()]
-    slopes = [s for s in slopes if s is not None]
+    units_per_line = _trend_units(ctx, at_x, spec, x, lines)
+    fitted = [_slope(units, name, lines, min_effect) for name, units in units_per_line.items()]
+    slopes = [s for s in fitted if s is not None]
     slope_table = pl.DataFrame(slopes) if slopes else None
 
     def describe(*verdicts: str) -> list[str]:
@@ -514,18 +516,17 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
             med = per_ds.filter(pl.col("domain") == "medical")[col].to_list()
             nat = per_ds.filter(pl.col("domain") == "natural")[col].to_list()
             gaps[st] = welch(med, nat, "Welch t over datasets")
+        ordered = [gaps[s] for s in strategies]
         table = table.with_columns(
-            pl.Series(
-                "medical - natural", [None if gaps[s] is None else gaps[s].effect for s in strategies], pl.Float64
-            ),
-            pl.Series("gap ci95 lo", [None if gaps[s] is None else gaps[s].lo for s in strategies], pl.Float64),
-            pl.Series("gap ci95 hi", [None if gaps[s] is None else gaps[s].hi for s in strategies], pl.Float64),
+            pl.Series("medical - natural", [None if g is None else g.effect for g in ordered], pl.Float64),
+            pl.Series("gap ci95 lo", [None if g is None else g.lo for g in ordered], pl.Float64),
+            pl.Series("gap ci95 hi", [None if g is None else g.hi for g in ordered], pl.Float64),
         )
         facts["gaps"] = {s: None if g is None else g.__dict__ for s, g in gaps.items()}
-        drops = [(g.effect, s) for s, g in gaps.items() if g is not None and s in prompt]
+        drops = {s: g for s, g in gaps.items() if g is not None and s in prompt}
         if drops:
-            value, worst = min(drops)
-            g = gaps[worst]
+            value, worst = min((g.effect, s) for s, g in drops.items())
+            g = drops[worst]
             facts.update(largest_drop=worst, largest_drop_value=value, largest_drop_clear=g.clear)
             verdict = "" if g.clear else "; no clear difference between the domains"
             parts.append(f"{worst} loses most on medical data (medical − natural {g.text()}{verdict})")
@@ -656,11 +657,11 @@ def importance(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         if not items:
             continue
         weights = np.array([n for _, n, _ in items], float)
-        vals = np.array([w for w, _, _ in items], float)
+        omegas = np.array([w for w, _, _ in items], float)
         rows.append(
             {
                 "parameter": p,
-                "importance": max(0.0, float((vals * weights).sum() / weights.sum())),
+                "importance": max(0.0, float((omegas * weights).sum() / weights.sum())),
                 "cells": len(items),
                 "strategies": ",".join(sorted({s for _, _, s in items})),
             }
@@ -679,7 +680,7 @@ def importance(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         "method": "omega-squared within cells",
         "score": target,
     }
-    n_cells = int(table["cells"].max())
+    n_cells = int(cast(int, table["cells"].max()))  # a count per row: an int column
     sentence = (
         f"{ranking[0]} matters most (ω² {_fmt(table['importance'][0])} of the variance of {target} within a cell, "
         f"over {n_cells} cell{'s' if n_cells != 1 else ''})"
@@ -736,7 +737,7 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         if level == ref:
             continue
         d = pairs.filter(pl.col("_level") == level)
-        mean = d["diff"].mean()
+        mean = cast("float | None", d["diff"].mean())  # a float column (None when empty)
         better = int((d["diff"] > 0).sum())
         test = pair_up(scores, level, ref) if scores else paired(d[col].to_list(), d["_ref"].to_list())
         effect = mean if test is None else test.effect

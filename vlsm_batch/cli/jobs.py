@@ -114,11 +114,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         shared = _pack_goes_on(views, {s.trial.trial_id for s in chosen})
         if args.dry_run:
             for s in chosen:
-                alone = " (alone: its pack goes on)" if s.trial.trial_id in shared else ""
-                print(f"would cancel {s.trial.trial_id} ({s.state}, job {s.status.job_id or '-'}){alone}")
+                note = " (alone: its pack goes on)" if s.trial.trial_id in shared else ""
+                print(f"would cancel {s.trial.trial_id} ({s.state}, job {s.status.job_id or '-'}){note}")
             return 0
         request = {"by": "vlsm-batch cancel", "at": now_iso()}
-        stopped, queued, signalled, alone = [], 0, [], []
+        stopped: list[Any] = []
+        signalled: list[Any] = []
+        alone: list[Any] = []
+        queued = 0
         for s in chosen:  # running ones first get a stop request, so the task knows who stopped it
             paths = layout.trial(s.trial.trial_id)
             try:
@@ -195,7 +198,7 @@ def _pack_goes_on(views: list[Any], cancelling: set[str]) -> set[str]:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..jobs import store
-    from ..jobs.logs import tail_lines, trial_log_files
+    from ..jobs.logs import tail_lines, trial_logs
     from ..jobs.study import read_manifest
     from ..layout import StudyLayout
 
@@ -206,7 +209,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if len(ids) > 1:
         raise VlsmBatchError(f"{args.trial!r} is ambiguous ({len(ids)} trials): give more characters")
     record = store.read(layout.trial(ids[0]))
-    files = trial_log_files(layout, ids[0], record)
+    files, main = trial_logs(layout, ids[0], record)
     if args.err_only:
         files = [f for f in files if f.name.endswith(".err")]
     print(
@@ -217,7 +220,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print("  no log files yet" + (" (the task has not started)" if record.state == "pending" else ""))
         return 0
     for f in files:
-        print(f"==> {f} <==")
+        print(f"==> {f} <==" + (" (the log status shows)" if f == main else ""))
         lines = tail_lines(f, args.tail) if args.tail else f.read_text(errors="replace").splitlines()
         for line in lines:
             print(line)

@@ -42,10 +42,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_write_text
 from ..errors import VlsmBatchError
 from ..tempdirs import build_dir, sweep_stale
 from .medvlsm import DatasetContentError, Sample
@@ -185,6 +187,7 @@ def build_arrays(
     image_index = np.array([unique[s.image] for s in samples], dtype=np.int32)
     n_bytes = (size * size + 7) // 8
     shape = (len(unique), 3, size, size)
+    images: np.ndarray  # a memmap (flushed below) when writing to out
     if out is not None:
         images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
     else:
@@ -216,14 +219,15 @@ def build_arrays(
     if keep_original:
         result.original_bits, result.original_index = bits, index
     if out is not None:
-        images.flush()
+        if isinstance(images, np.memmap):
+            images.flush()
         del images
         np.save(out / "image_index.npy", image_index)
         np.save(out / "masks.npy", masks)
         if keep_original:
             np.save(out / "original_bits.npy", bits)
             np.save(out / "original_index.npy", index)
-        meta = {
+        meta: dict[str, Any] = {
             "version": CACHE_VERSION,
             "size": size,
             "n_samples": len(samples),
@@ -288,12 +292,7 @@ def _fsync(path: Path) -> None:
 
 
 def _write_meta(out: Path, meta: dict) -> None:
-    tmp = out / ".meta.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(meta) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, out / "meta.json")
+    atomic_write_text(out / "meta.json", json.dumps(meta) + "\n")
 
 
 def _read_meta(path: Path) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,24 @@ class DatasetContentError(VlsmBatchError, ValueError):
 
 
 SHOWN_PATHS = 5  # offending entries listed in one message
+
+
+def symlink_escapes(pairs: Iterable[tuple[Path, Path, str]], images: Path, masks: Path) -> list[str]:
+    """``path -> target`` (and its note) for every image or mask of ``pairs`` a symlink leads out of its folder."""
+    guards = (Containment(images), Containment(masks))
+    escapes = []
+    for image, mask, note in pairs:
+        for path, guard in zip((image, mask), guards):
+            target = guard.escape(path)
+            if target is not None:
+                escapes.append(f"{path} -> {target}{note}")
+    return escapes
+
+
+def shown_paths(entries: list[str]) -> str:
+    """The first SHOWN_PATHS offending entries, one an indented line, and how many more (for one error message)."""
+    more = f"\n  ... and {len(entries) - SHOWN_PATHS} more" if len(entries) > SHOWN_PATHS else ""
+    return "\n  ".join(entries[:SHOWN_PATHS]) + more
 
 
 @dataclass(frozen=True)
@@ -128,19 +147,11 @@ def check_containment(samples: list[Sample], images: Path, masks: Path, listed: 
 
     ``listed`` says where the names come from (``named in <annotation file>``), for the message.
     """
-    guards = (Containment(images), Containment(masks))
-    escapes = []
-    for s in samples:
-        for path, guard in zip((s.image, s.mask), guards):
-            target = guard.escape(path)
-            if target is not None:
-                escapes.append(f"{path} -> {target}")
+    escapes = symlink_escapes(((s.image, s.mask, "") for s in samples), images, masks)
     if escapes:
-        shown = "\n  ".join(escapes[:SHOWN_PATHS])
-        more = f"\n  ... and {len(escapes) - SHOWN_PATHS} more" if len(escapes) > SHOWN_PATHS else ""
         raise DatasetPathError(
             f"{len(escapes)} file(s) {listed} lead outside their folder ({images} or {masks}) through a "
-            f"symlink:\n  {shown}{more}\nCopy those files into the dataset, or let the whole images/ (masks/) "
+            f"symlink:\n  {shown_paths(escapes)}\nCopy those files into the dataset, or let the whole images/ (masks/) "
             "folder be the symlink; a dataset never reads files outside its folders."
         )
 

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .medvlsm import SHOWN_PATHS, DatasetContentError, DatasetLayoutError, DatasetPathError
-from .paths import Containment, share_like_mkdir
+from .medvlsm import DatasetContentError, DatasetLayoutError, DatasetPathError, shown_paths, symlink_escapes
+from .paths import share_like_mkdir
 from .readers import IMAGE_DIR_SPLITS
 
 PREPARE_VERSION = 1
@@ -94,19 +94,11 @@ def _find(raw: Path, marker: str) -> Path:
 def _check_sources(pairs: Iterable[tuple[Path, Path, str]], images: Path, labels: Path) -> None:
     """Refuse source images (labels) that, symlinks followed, lead out of ``images`` (``labels``); ``pairs`` holds
     (image, label, where it is listed)."""
-    guards = (Containment(images), Containment(labels))
-    escapes = []
-    for image, label, where in pairs:
-        for path, guard in zip((image, label), guards):
-            target = guard.escape(path)
-            if target is not None:
-                escapes.append(f"{path} -> {target} ({where})")
+    escapes = symlink_escapes(((image, label, f" ({where})") for image, label, where in pairs), images, labels)
     if escapes:
-        shown = "\n  ".join(escapes[:SHOWN_PATHS])
-        more = f"\n  ... and {len(escapes) - SHOWN_PATHS} more" if len(escapes) > SHOWN_PATHS else ""
         raise DatasetPathError(
             f"{len(escapes)} source file(s) lead outside their folder ({images} or {labels}) through a symlink:\n"
-            f"  {shown}{more}\nCopy those files into the download (or let the whole folder be the symlink); "
+            f"  {shown_paths(escapes)}\nCopy those files into the download (or let the whole folder be the symlink); "
             "nothing was written."
         )
 
@@ -154,7 +146,7 @@ def voc_items(raw: Path, val_fraction: float) -> tuple[list[Item], dict[str, obj
             sources.append((image, label, where))
             items.append((split, image_id, image, _voc_masks(label)))
     _check_sources(sources, images, labels)
-    rule = {
+    rule: dict[str, object] = {
         "test": "official val.txt",
         "validation": f"official train.txt ids with sha256('voc2012/<id>') in the first {val_fraction:.0%}",
         "training": "the rest of official train.txt",
@@ -213,7 +205,7 @@ def cityscapes_items(raw: Path, val_fraction: float) -> tuple[list[Item], dict[s
             sources.append((image, label, f"found under {root / 'gtFine'}"))
             items.append((split, image_id, image, _cityscapes_masks(label)))
     _check_sources(sources, root / "leftImg8bit", root / "gtFine")
-    rule = {
+    rule: dict[str, object] = {
         "test": "official val",
         "validation": f"whole cities of official train, in sha256 order, until {val_fraction:.0%} of its images: "
         + ", ".join(sorted(held_out)),
@@ -368,10 +360,9 @@ def _merge(tmp: Path, out: Path, manifest: dict[str, object]) -> Prepared:
         else:
             conflicts.append(f"{dest} differs")
     if conflicts:
-        shown = "\n  ".join(conflicts[:SHOWN_PATHS])
-        more = f"\n  ... and {len(conflicts) - SHOWN_PATHS} more" if len(conflicts) > SHOWN_PATHS else ""
         raise DatasetLayoutError(
-            f"{out} already exists and holds a different preparation ({len(conflicts)} difference(s)):\n  {shown}{more}"
+            f"{out} already exists and holds a different preparation ({len(conflicts)} difference(s)):\n  "
+            f"{shown_paths(conflicts)}"
             "\nNothing was changed; remove it (or choose another --to) to prepare again."
         )
     foreign = sorted(

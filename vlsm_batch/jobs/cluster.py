@@ -171,7 +171,7 @@ def expand_ids(job_id: str) -> list[str]:
     if not m:
         return [job_id]
     base, body = m.group(1), m.group(2).split("%")[0]
-    out = []
+    out: list[str] = []
     for part in body.split(","):
         if "-" in part:
             lo, hi = part.split("-", 1)
@@ -194,20 +194,28 @@ def squeue_states(job_ids: list[str]) -> dict[str, SlurmState] | None:
     bases = _bases(job_ids)
     if not bases:
         return {}
+    rows = _query_rows(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j"], bases)
+    if rows is None:
+        return None
     out: dict[str, SlurmState] = {}
+    for parts in rows:
+        jid, state, reason = parts[0], parts[1], parts[2]
+        for j in expand_ids(jid):
+            detail = state if reason in ("None", "") else f"{state} ({reason})"
+            out[j] = SlurmState(j, state.split()[0], detail, "squeue")
+    return out
+
+
+def _query_rows(command: list[str], bases: list[str]) -> list[list[str]] | None:
+    """``command`` run over the job ids 500 at a time (command lines stay short); the ``|``-separated fields of
+    every output line with at least three. None when a call fails (Slurm unreachable: the caller cannot tell)."""
+    rows = []
     for i in range(0, len(bases), 500):
-        text = slurm_cmd(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(bases[i : i + 500])])
+        text = slurm_cmd([*command, ",".join(bases[i : i + 500])])
         if text is None:
             return None
-        for line in text.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) < 3:
-                continue
-            jid, state, reason = parts[0], parts[1], parts[2]
-            for j in expand_ids(jid):
-                detail = state if reason in ("None", "") else f"{state} ({reason})"
-                out[j] = SlurmState(j, state.split()[0], detail, "squeue")
-    return out
+        rows += [parts for line in text.splitlines() if len(parts := line.strip().split("|")) >= 3]
+    return rows
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, SlurmState] | None:
@@ -217,17 +225,13 @@ def sacct_states(job_ids: list[str]) -> dict[str, SlurmState] | None:
     bases = _bases(job_ids)
     if not bases:
         return {}
+    rows = _query_rows(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"], bases)
+    if rows is None:
+        return None
     out: dict[str, SlurmState] = {}
-    for i in range(0, len(bases), 500):
-        text = slurm_cmd(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(bases[i : i + 500])])
-        if text is None:
-            return None
-        for line in text.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) < 3:
-                continue
-            jid, state, code = parts
-            detail = state if code in ("0:0", "") else f"{state}, exit code {code}"
-            for j in expand_ids(jid):
-                out[j] = SlurmState(j, state.split()[0].rstrip("+"), detail, "sacct")
+    for parts in rows:
+        jid, state, code = parts
+        detail = state if code in ("0:0", "") else f"{state}, exit code {code}"
+        for j in expand_ids(jid):
+            out[j] = SlurmState(j, state.split()[0].rstrip("+"), detail, "sacct")
     return out

@@ -57,6 +57,7 @@ class _Running:
     started: float
     gpu: int | None
     files: list[IO[bytes]]
+    timeout_min: int = 0  # this unit's limit (its strategy's resources); 0: none
     timed_out: bool = False
 
 
@@ -165,12 +166,17 @@ def run_local(
     progress: bool = True,
     poll_s: float = 0.2,
     pack_train: str | None = None,
+    timeouts: Sequence[int] | None = None,
+    wants_gpu: Sequence[bool] | None = None,
 ) -> LocalOutcome:
     """Run every pending trial of ``trial_dirs`` to an end (blocking), ``max_parallel`` processes at once.
 
     Each item is a trial folder or a pack (a list of folders, one process). ``train`` replaces the training of a
     trial that runs alone, ``pack_train`` that of a pack (a pack training ``(roots, events)``; with it, a
-    one-trial item runs as a pack of one unless ``train`` is given too).
+    one-trial item runs as a pack of one unless ``train`` is given too). ``timeouts`` and ``wants_gpu`` hold each
+    item's own limit and GPU need (its strategy's resources, ``per_strategy`` overrides included); without them
+    every item has ``timeout_min`` and wants one of ``gpus``. An item that wants a GPU waits for a free one (none
+    visible at all: it runs on the CPU); one that does not runs with no GPU.
     """
     from tqdm import tqdm
 
@@ -179,10 +185,14 @@ def run_local(
     ]
     if train and not pack_train and any(len(u) > 1 for u in units):
         raise ValueError("train= replaces the training of one trial; packs need pack_train= (roots, events)")
-    if gpus:
+    limits = list(timeouts) if timeouts is not None else [timeout_min] * len(units)
+    needs = [bool(w and gpus) for w in wants_gpu] if wants_gpu is not None else [bool(gpus)] * len(units)
+    if len(limits) != len(units) or len(needs) != len(units):
+        raise ValueError("timeouts and wants_gpu need one entry per item of trial_dirs")
+    if gpus and all(needs):
         max_parallel = min(max_parallel, len(gpus))  # one GPU per running process, never a silent CPU slot
     threads = max(1, (os.cpu_count() or 1) // max(max_parallel, 1))  # share the cores, do not oversubscribe
-    queue = deque(units)
+    queue = deque(zip(units, limits, needs))
     running: dict[str, _Running] = {}  # by launch (job) id
     free_gpus = list(gpus or [])
     outcome = LocalOutcome()
@@ -204,10 +214,10 @@ def run_local(
             print(f"[{finished}/{total}] trial {tid} {state}{why}", file=sys.stderr, flush=True)
         bar.set_postfix(running=len(running), failed=len(outcome.failed), refresh=False)
 
-    def launch(unit: list[TrialPaths]) -> bool:
+    def launch(unit: list[TrialPaths], limit: int, needs_gpu: bool) -> bool:
         nonlocal stop_launching
         job_id = f"local-{uuid.uuid4().hex[:10]}"
-        packed = {"pack": [p.root.name for p in unit]} if len(unit) > 1 else {}
+        packed: dict[str, Any] = {"pack": [p.root.name for p in unit]} if len(unit) > 1 else {}
         members = []
         for paths in unit:
             try:
@@ -218,7 +228,7 @@ def run_local(
             members.append(paths)
         if not members:
             return False
-        gpu = free_gpus.pop(0) if free_gpus else None
+        gpu = free_gpus.pop(0) if needs_gpu and free_gpus else None
         as_pack = len(members) > 1 or bool(pack_train and not train)
         try:
             run = _spawn(members, job_id, gpu, pack_train if as_pack else train, threads, as_pack)
@@ -231,13 +241,19 @@ def run_local(
                 outcome.not_started.append(paths.root.name)
             stop_launching = store.disk_full_cause(exc) is not None  # the next launch would fail the same way
             return False
+        run.timeout_min = limit
         running[job_id] = run
         return True
 
+    def can_launch() -> bool:  # a slot, and a free GPU for an item that wants one
+        return (
+            bool(queue) and len(running) < max_parallel and not stop_launching and (not queue[0][2] or bool(free_gpus))
+        )
+
     try:
         while queue or running:
-            while queue and len(running) < max_parallel and not stop_launching:
-                launch(queue.popleft())
+            while can_launch():
+                launch(*queue.popleft())
             for job_id, run in list(running.items()):
                 if run.proc.poll() is not None:
                     del running[job_id]
@@ -245,17 +261,18 @@ def run_local(
                         free_gpus.append(run.gpu)
                     for tid, state in _settle(run, interrupted=False).items():
                         report(tid, state)
-                elif timeout_min and not run.timed_out and time.monotonic() - run.started > timeout_min * 60:
+                elif run.timeout_min and not run.timed_out and time.monotonic() - run.started > run.timeout_min * 60:
                     run.timed_out = True
-                    _request_stop(run, {"by": f"the local time limit (timeout_min={timeout_min})", "kind": "timeout"})
+                    limit = f"the local time limit (timeout_min={run.timeout_min})"
+                    _request_stop(run, {"by": limit, "kind": "timeout"})
             if stop_launching and not running:
-                outcome.not_started += [p.root.name for u in queue for p in u]
+                outcome.not_started += [p.root.name for u, _, _ in queue for p in u]
                 queue.clear()
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
         outcome.interrupted = True
-        outcome.not_started += [p.root.name for u in queue for p in u]
+        outcome.not_started += [p.root.name for u, _, _ in queue for p in u]
         _stop_all(running, outcome, report)
     finally:
         bar.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from ..layout import StudyLayout
 from .store import TrialRecord
@@ -29,6 +30,20 @@ def error_log(files: list[Path]) -> Path | None:
     """The newest stderr log (else the newest log): where a failure's traceback is."""
     errs = [p for p in files if p.name.endswith(".err")] or files
     return max(errs, key=lambda p: p.stat().st_mtime) if errs else None
+
+
+class TrialLogs(NamedTuple):
+    """A trial's logs and the one that speaks for it: ``status`` tails ``main``, ``logs`` prints it last, marked."""
+
+    files: list[Path]  # oldest first, main moved to the end
+    main: Path | None
+
+
+def trial_logs(layout: StudyLayout, trial_id: str, record: TrialRecord) -> TrialLogs:
+    """The single choice of a trial's log for both ``status`` and ``logs``, so they never name different files."""
+    files = trial_log_files(layout, trial_id, record)
+    main = error_log(files)
+    return TrialLogs([f for f in files if f != main] + ([main] if main else []), main)
 
 
 def tail_lines(path: Path, n: int = 20, max_bytes: int = 64_000) -> list[str]:

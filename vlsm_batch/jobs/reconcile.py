@@ -130,7 +130,11 @@ def _judge(layout: StudyLayout, records: dict[str, TrialRecord], persist: bool) 
             message = f"Slurm job {jid} ended as {row.detail} without the trial recording a result"
         if slurm_state == "CANCELLED":
             who = (fresh.stop_request or {}).get("by") or "scancel"
-            error = {"class": "Cancelled", "message": f"cancelled ({who}); Slurm: {detail}", "slurm_state": "CANCELLED"}
+            error: dict[str, object] = {
+                "class": "Cancelled",
+                "message": f"cancelled ({who}); Slurm: {detail}",
+                "slurm_state": "CANCELLED",
+            }
             out[tid] = _verdict(layout, tid, fresh, "cancel", error, persist, slurm_state=detail)
             continue
         error = {

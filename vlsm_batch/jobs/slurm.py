@@ -386,7 +386,7 @@ def _assign_unit(layout: StudyLayout, unit: list[Path], job_id: str) -> None:
     """Name the array task (and the pack) in every member's record; a task none of them still waits for (all
     cancelled meanwhile) is scancelled, so that queue entry never runs."""
     folder = layout.submitit / job_id
-    packed = {"pack": [d.name for d in unit]} if len(unit) > 1 else {}
+    packed: dict[str, Any] = {"pack": [d.name for d in unit]} if len(unit) > 1 else {}
     wanted = False
     for d in unit:
         paths = layout.trial(d.name)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..layout import StudyLayout
 from ..textable import render
-from .logs import error_log, tail_lines, trial_log_files
+from .logs import tail_lines, trial_logs
 from .store import FAILED, NEW, PENDING, PRUNED, REQUEUED, RUNNING, STATES
 from .study import TrialView, spec_history, study_states
 
@@ -126,7 +126,7 @@ class StudyStatus:
             if s.state != FAILED:
                 continue
             err = s.status.error or {}
-            log = error_log(trial_log_files(self.layout, s.trial.trial_id, s.status))
+            log = trial_logs(self.layout, s.trial.trial_id, s.status).main
             tail = tail_lines(log, n_lines) if log else list(err.get("traceback_tail") or [])[-n_lines:]
             out.append(
                 {

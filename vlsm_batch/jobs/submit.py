@@ -199,14 +199,18 @@ def submit(
             return result
         log_submission(layout, spec, chosen_executor, ids, [])
         lock.write_info(mode="local-run", trials=len(ids))  # a second submit now refuses at once
+        own = [spec.resources_for(unit[0].strategy) for unit in packs]  # a pack holds one strategy's trials
+        wants_gpu = [res.gpus_per_task > 0 for res in own]
         result.local = run_local(
             units,
             max_parallel=spec.resources.max_parallel,
             timeout_min=spec.resources.timeout_min,
-            gpus=visible_gpu_ids()[: spec.resources.max_parallel * max(spec.resources.gpus_per_task, 0)],
+            gpus=visible_gpu_ids()[: spec.resources.max_parallel] if any(wants_gpu) else [],
             progress=progress,
             train=train,
             pack_train=pack_train,
+            timeouts=[res.timeout_min for res in own],
+            wants_gpu=wants_gpu,
         )
         return result
     finally:

@@ -97,7 +97,7 @@ def install_signal_handlers() -> dict[int, Any]:
     _stop, _finishing = None, False
     _scontrol_cache.clear()
     _member_limits.clear()
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
     return previous

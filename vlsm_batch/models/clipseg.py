@@ -23,11 +23,11 @@ original's "E2E" baseline trained through ``CLIPSegForImageSegmentation.forward`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegTextConfig, CLIPSegVisionConfig
 
 from ..strategies.impl import LearnerContext, PromptLearner, Prompts
 from . import placement
@@ -49,6 +49,14 @@ def clipseg_config() -> CLIPSegConfig:
 def clipseg_tiny_config() -> CLIPSegConfig:
     """Same structure at width 32 (``configs.CLIPSEG_TINY``); full vocabulary so real token ids work."""
     return CLIPSegConfig(**CLIPSEG_TINY.transformers_kwargs())
+
+
+def _sub_configs(config: CLIPSegConfig) -> tuple[CLIPSegTextConfig, CLIPSegVisionConfig]:
+    """The text and vision configs. CLIPSegConfig builds both classes from dicts or defaults at init; its field
+    annotations still list ``dict`` and ``None``."""
+    text, vision = config.text_config, config.vision_config
+    assert isinstance(text, CLIPSegTextConfig) and isinstance(vision, CLIPSegVisionConfig)
+    return text, vision
 
 
 def _run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -93,13 +101,17 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         if decoder_only:
             model.decoder.requires_grad_(True).train()
         config = model.config
+        text_cfg, vision_cfg = _sub_configs(config)
+        patch_size = vision_cfg.patch_size
+        if not isinstance(patch_size, int):
+            raise ModelLoadError(f"CLIPSeg patch size {patch_size!r} is not supported; use a square (int) patch size")
         head = LearnableUpsampler(config.reduce_dim) if learnable_upsampler else None
         super().__init__(
             tokenizer=tokenizer,
             image_size=image_size,
             image_mean=IMAGENET_MEAN,
             image_std=IMAGENET_STD,
-            max_text_tokens=config.text_config.max_position_embeddings,
+            max_text_tokens=text_cfg.max_position_embeddings,
             learner=learner,
             head=head,
             name=name,
@@ -109,8 +121,8 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         self.finetune = finetune
         self.decoder_only = decoder_only
         self.extract_layers = tuple(config.extract_layers)
-        self.patch_size = int(config.vision_config.patch_size)
-        implementation = config.text_config._attn_implementation or "eager"
+        self.patch_size = patch_size
+        implementation = text_cfg._attn_implementation or "eager"
         if implementation not in ("sdpa", "eager"):
             raise ModelLoadError(f"attention implementation {implementation!r} is not supported; use sdpa or eager")
         self._attn_implementation = implementation
@@ -299,9 +311,11 @@ def _pretrained_model(source: str) -> CLIPSegForImageSegmentation:
     from .checkpoints import unsafe_checkpoint_message as unsafe
 
     try:
-        model, info = CLIPSegForImageSegmentation.from_pretrained(
+        loaded = CLIPSegForImageSegmentation.from_pretrained(
             source, attn_implementation=_ATTENTION, output_loading_info=True, weights_only=True
         )
+        # output_loading_info=True returns (model, info); transformers annotates the model alone
+        model, info = cast("tuple[CLIPSegForImageSegmentation, dict[str, Any]]", loaded)
     except pickle.UnpicklingError as exc:  # a pytorch_model.bin that holds more than tensors
         if not needs_unpickling(exc):
             raise ModelLoadError(
@@ -340,7 +354,7 @@ def wrap_clipseg(
     model: CLIPSegForImageSegmentation, tokenizer: Any, name: str, strategy: str, params: Mapping[str, Any]
 ) -> CLIPSegPromptedSegmenter:
     """Freeze ``model`` and add the learner of ``strategy`` (and the head); ``name`` is its catalog entry."""
-    text_cfg, vision_cfg = model.config.text_config, model.config.vision_config
+    text_cfg, vision_cfg = _sub_configs(model.config)
     ctx = LearnerContext(
         model_name=name,
         text_width=text_cfg.hidden_size,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -50,6 +50,9 @@ from .configs import CRIS, CRIS_TINY, CRISArch
 from .cris_layers import FPN, CRISUpsampler, Projector, TransformerDecoder
 from .prompted import ModelLoadError, PromptedSegmenter, freeze, seeded, wrap_segmenter
 from .tokenizer import offline_clip_tokenizer
+
+if TYPE_CHECKING:  # open_clip ships no type information: CLIP reads as Any, its submodules are not nn.Module unions
+    from open_clip.model import CLIP
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,9 +78,11 @@ class CRISNet(nn.Module):
     """The CRIS network: ``backbone`` (open_clip CLIP RN50 + ``visual.attnpool.connect``), ``neck``, ``decoder``,
     ``proj`` (the original checkpoint layout)."""
 
+    backbone: CLIP
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: CLIP,
         *,
         fpn_in: tuple[int, int, int],
         fpn_out: tuple[int, int, int],
@@ -233,7 +238,7 @@ class CRISPromptedSegmenter(PromptedSegmenter):
 
 
 # -- building ----------------------------------------------------------------------------------------------------
-def _backbone(arch: CRISArch) -> nn.Module:
+def _backbone(arch: CRISArch) -> CLIP:
     """open_clip's CLIP (ModifiedResNet + text transformer, QuickGELU as OpenAI's weights need) for ``arch``; for
     ``configs.CRIS`` the same module, and the same seeded weights, as ``open_clip.create_model("RN50",
     force_image_size=416, force_quick_gelu=True)``."""

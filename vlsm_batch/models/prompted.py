@@ -185,7 +185,7 @@ Segmenter = TypeVar("Segmenter", bound=PromptedSegmenter)
 
 
 def wrap_segmenter(
-    cls: type[Segmenter],
+    cls: Callable[..., Segmenter],
     model: nn.Module,
     ctx: LearnerContext,
     strategy: str,

@@ -133,7 +133,8 @@ def offline_clip_tokenizer() -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     vocab, merges = _bpe_tables()
-    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges))
+    # transformers annotates merges as list[str]; it hands them to tokenizers' BPE, which takes (a, b) pairs
+    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges))  # type: ignore[arg-type]
     return check_tokenizer(tokenizer, "open_clip BPE")
 
 

@@ -250,7 +250,7 @@ def tell(study_root: Path, opt: dict[str, Any], number: int, state: str, value: 
         state = "fail"
     kind = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL}[state]
     try:
-        study.tell(int(number), float(value) if kind == TrialState.COMPLETE else None, state=kind)
+        study.tell(int(number), float(value) if kind == TrialState.COMPLETE and value is not None else None, state=kind)
     except (RuntimeError, ValueError) as exc:  # finished meanwhile by another process
         print(f"optuna trial {number}: {exc}", file=sys.stderr, flush=True)
         return False

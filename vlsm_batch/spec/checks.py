@@ -5,7 +5,7 @@ Each check reads only parts of the data that passed the schema, so one mistake i
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 from ..datasets import DATASETS
 from ..models import MODELS
@@ -141,7 +141,7 @@ def _check_adaptive(ctx: CheckContext, method: str) -> None:
         space = strategy_space(ctx, info)
         if not space or not all(next(iter(d)) in GRID_KINDS for d in space.values()):
             continue
-        size = math.prod(grid_size(d) for d in space.values())
+        size = grid_size(space.values())
         if isinstance(trials, int) and size <= trials:
             ctx.report.error(
                 ("search", "method"),
@@ -156,7 +156,10 @@ def _check_pruner(ctx: CheckContext) -> None:
     if not pruner or not ctx.ok(("search", "pruner", "type")):
         return
     kind = pruner.get("type")
-    own = {"asha": ("min_resource", "reduction_factor", "grace"), "median": ("warmup", "n_startup_trials", "grace")}
+    own: dict[Any, tuple[str, ...]] = {
+        "asha": ("min_resource", "reduction_factor", "grace"),
+        "median": ("warmup", "n_startup_trials", "grace"),
+    }
     for key in pruner:
         if key != "type" and key not in own.get(kind, ()):
             what = f"pruner {kind} takes " + (", ".join(own[kind]) if kind in own else "no other keys")
@@ -199,7 +202,7 @@ def _check_objective(ctx: CheckContext) -> None:
 def _check_grid(ctx: CheckContext) -> None:
     """Every grid dimension must be enumerable, and no cell may have more than MAX_GRID points."""
     search = ctx.section("search")
-    spaces = [(("search", "space"), ctx.section("search", "space"))]
+    spaces: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("search", "space"), ctx.section("search", "space"))]
     spaces += [
         (("search", "per_strategy", s), ctx.section("search", "per_strategy", s))
         for s in ctx.section("search", "per_strategy")
@@ -219,7 +222,7 @@ def _check_grid(ctx: CheckContext) -> None:
     for info in ctx.strategies():
         space = strategy_space(ctx, info)
         if all(next(iter(d)) in GRID_KINDS for d in space.values()):
-            size = math.prod(grid_size(d) for d in space.values())
+            size = grid_size(space.values())
             if size > MAX_GRID:
                 ctx.report.error(
                     ("search", "method"), f"grid for {info.name} has {size:,} points per cell (max {MAX_GRID:,})", at=at

@@ -3,12 +3,29 @@ and the typed ``Distribution``."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
-from ..strategies import ParamSpec
+from ..strategies import ParamSpec, StrategyInfo
 from .types import Distribution
 
 GRID_KINDS = ("int", "choice")  # the kinds a grid can enumerate
+
+D = TypeVar("D")
+
+
+def strategy_dims(info: StrategyInfo, shared: Mapping[str, D], own: Mapping[str, D]) -> dict[str, D]:
+    """The dimensions one strategy searches: the shared ones it takes, overridden by its ``per_strategy`` ones.
+
+    Baselines ignore the shared space (the benchmark runs them once with their defaults); their own entry can
+    still give them one. Validation (raw YAML dimensions) and expansion (typed ``Distribution``) both call this,
+    so the grid size a check counts is the number of trials the plan expands.
+    """
+    takes = set(info.param_names)
+    space = {} if info.baseline else {k: v for k, v in shared.items() if k in takes}
+    space.update({k: v for k, v in own.items() if k in takes})
+    return space
 
 
 def allowed_kinds(spec: ParamSpec) -> tuple[str, ...]:
@@ -26,13 +43,19 @@ def kind_and_args(dist: dict[str, Any]) -> tuple[str, list[Any]]:
     return kind, args
 
 
-def grid_size(dist: dict[str, Any]) -> int:
+def grid_points(dist: dict[str, Any]) -> int:
+    """How many values one enumerable YAML dimension contributes to a grid."""
     kind, args = kind_and_args(dist)
     if kind == "choice":
         return len(args)
     if kind == "int":
         return max(0, args[1] - args[0] + 1)
     raise ValueError(f"{kind} has no grid")
+
+
+def grid_size(space: Iterable[dict[str, Any]]) -> int:
+    """Points in the grid over these YAML dimensions (the product of their sizes)."""
+    return math.prod(grid_points(d) for d in space)
 
 
 def _as(kind: str, value: Any) -> Any:

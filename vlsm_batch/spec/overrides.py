@@ -17,10 +17,18 @@ from ..strategies import STRATEGIES
 from .build import merge_train
 from .context import CheckContext
 from .deprecations import note_at
-from .paramcheck import _check_depth, _check_heads, all_param_names, strategy_space, value_problem
+from .paramcheck import (
+    _check_depth,
+    _check_heads,
+    all_param_names,
+    report_unlisted,
+    strategy_space,
+    value_problem,
+)
 from .report import KeyPath
 
 MAX_GPUS = 1
+SLURM_ONLY_KEYS = {"cpus_per_task", "mem_gb"}  # override keys a local run has no use for (it sizes no job)
 GPU_REFUSAL = (
     "a trial trains on one device: multi-GPU (DDP) training is not supported, because prompt tuning's small "
     "parameter sets gain nothing from splitting one trial across GPUs. To use several GPUs, run one trial per GPU "
@@ -71,21 +79,18 @@ def check_per_strategy(ctx: CheckContext) -> None:
     listed = ctx.listed_names()
     for name, own in ctx.section("per_strategy").items():
         path = ("per_strategy", name)
-        if name not in listed:
-            if name in STRATEGIES:
-                msg = f"{name} is not in strategies or baselines; add it there or remove this entry"
-            else:
-                msg = f"unknown strategy {name!r}; {did_you_mean(name, listed or STRATEGIES.names())}"
-            ctx.report.error(path, msg, key=True)
+        if report_unlisted(ctx, path, name, listed):
             continue
         if name in STRATEGIES and isinstance(own, dict) and isinstance(own.get("train"), dict):
             _check_train(ctx, name, own["train"])
-        if isinstance(own, dict) and own.get("resources") and ctx.section("resources").get("executor") == "local":
+        res = own.get("resources") if isinstance(own, dict) else None
+        slurm_only = sorted(set(res) & SLURM_ONLY_KEYS) if isinstance(res, dict) else []
+        if slurm_only and ctx.section("resources").get("executor") == "local":
             note_at(
                 ctx,
                 (*path, "resources"),
-                "per_strategy resources size Slurm jobs; the local executor runs every trial with the study's "
-                "resources (timeout_min, GPUs)",
+                f"{' and '.join(slurm_only)} size Slurm jobs only; the local executor uses a strategy's own "
+                "timeout_min and gpus_per_task, not these",
                 key=True,
             )
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..registry import did_you_mean
 from ..strategies import STRATEGIES, ParamSpec, StrategyInfo, refusal
 from .context import CheckContext
-from .distributions import allowed_kinds, kind_and_args
+from .distributions import allowed_kinds, kind_and_args, strategy_dims
 from .report import KeyPath
 from .schema import describe
 
@@ -46,13 +46,14 @@ def _registered() -> list[StrategyInfo]:
 
 
 def strategy_space(ctx: CheckContext, info: StrategyInfo) -> dict[str, dict[str, Any]]:
-    """The schema-valid search dimensions one strategy sees: shared ones it takes, overridden by its own."""
-    space = {
-        n: d for n, d in ctx.section("search", "space").items() if info.param(n) and ctx.ok(("search", "space", n))
+    """The schema-valid search dimensions one strategy sees, as the expansion picks them (``strategy_dims``)."""
+    shared = {n: d for n, d in ctx.section("search", "space").items() if ctx.ok(("search", "space", n))}
+    own = {
+        n: d
+        for n, d in ctx.section("search", "per_strategy", info.name).items()
+        if ctx.ok(("search", "per_strategy", info.name, n))
     }
-    own = ctx.section("search", "per_strategy", info.name)
-    space.update({n: d for n, d in own.items() if info.param(n) and ctx.ok(("search", "per_strategy", info.name, n))})
-    return space
+    return strategy_dims(info, shared, own)
 
 
 def value_problem(name: str, value: Any, spec: ParamSpec) -> str | None:
@@ -169,18 +170,26 @@ def _check_space(ctx: CheckContext, listed: list[StrategyInfo]) -> None:
             check_dimension(ctx, path, name, dist, _check_shared(ctx, path, name, listed))
 
 
+def report_unlisted(ctx: CheckContext, path: KeyPath, name: str, listed: list[str]) -> bool:
+    """A ``per_strategy`` key (under search or at the top) must name a listed strategy or baseline: True (and
+    reported at the key) when it does not."""
+    if name in listed:
+        return False
+    if name in STRATEGIES:
+        msg = f"{name} is not in strategies or baselines; add it there or remove this entry"
+    else:
+        msg = f"unknown strategy {name!r}; {did_you_mean(name, listed or STRATEGIES.names())}"
+    ctx.report.error(path, msg, key=True)
+    return True
+
+
 def _check_per_strategy(ctx: CheckContext) -> None:
     """Keys name listed strategies; each dimension is one its strategy takes."""
     names = ctx.listed_names()
     params = set(all_param_names())
     for strategy, own in ctx.section("search", "per_strategy").items():
         path = ("search", "per_strategy", strategy)
-        if strategy not in names:
-            if strategy in STRATEGIES:
-                msg = f"{strategy} is not in strategies or baselines; add it there or remove this entry"
-            else:
-                msg = f"unknown strategy {strategy!r}; {did_you_mean(strategy, names or STRATEGIES.names())}"
-            ctx.report.error(path, msg, key=True)
+        if report_unlisted(ctx, path, strategy, names):
             continue
         if strategy not in STRATEGIES or not isinstance(own, dict):
             continue

@@ -38,6 +38,16 @@ def system_tree(path: Path) -> str | None:
     return None
 
 
+def unusable_place(path: Path, advice: str) -> str | None:
+    """A control character in ``path``, or ``path`` under /proc, /sys or /dev (``advice`` follows the tree's name):
+    the checks every place a study reads or writes starts with."""
+    problem = control_problem(str(path))
+    if problem:
+        return problem
+    root = system_tree(path)
+    return f"{path} is under {root}{advice}" if root else None
+
+
 def _tool_entries(layout: StudyLayout) -> set[str]:
     """Names a partly written study folder may hold before its study.yaml (write_study's order)."""
     return {
@@ -102,12 +112,9 @@ def output_dir_problem(path: Path, study: str | None) -> str | None:
     /sys or /dev, and never a folder holding anything else: that folder is not written into.
     """
     hint = "choose another output_dir (a new or empty folder)"
-    problem = control_problem(str(path))
+    problem = unusable_place(path, f", which holds system files, not studies; {hint} on a normal file system")
     if problem:
         return problem
-    root = system_tree(path)
-    if root:
-        return f"{path} is under {root}, which holds system files, not studies; {hint} on a normal file system"
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -162,12 +169,9 @@ def output_dir_problem(path: Path, study: str | None) -> str | None:
 
 def data_root_problem(path: Path) -> str | None:
     """data_root, when it exists, is a folder; it may not be under /proc, /sys or /dev."""
-    problem = control_problem(str(path))
+    problem = unusable_place(path, ", which holds system files, not datasets; point data_root at your data folder")
     if problem:
         return problem
-    root = system_tree(path)
-    if root:
-        return f"{path} is under {root}, which holds system files, not datasets; point data_root at your data folder"
     try:
         st = os.stat(path)
     except OSError:
@@ -180,12 +184,9 @@ def data_root_problem(path: Path) -> str | None:
 
 def weights_path_problem(path: Path) -> str | None:
     """A local weights path exists, is a regular file or a folder, readable, and not under /proc, /sys or /dev."""
-    problem = control_problem(str(path))
+    problem = unusable_place(path, "; give the path of a checkpoint file or folder")
     if problem:
         return problem
-    root = system_tree(path)
-    if root:
-        return f"{path} is under {root}; give the path of a checkpoint file or folder"
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -22,8 +22,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from ..registry import did_you_mean
 from .report import KeyPath, Reporter
 
-SBATCH_ALLOWED = "letters, digits and _ . , : = @ + % / - [ ] & | *"
-_SBATCH_CHAR = re.compile(r"[A-Za-z0-9_.,:=@+%/\[\]&|*-]")
+SBATCH_ALLOWED = "letters, digits and _ . , : = @ + % / - [ ] & | *"  # words the schema's sbatchValue pattern
 STUDY_RULE = "1-64 letters, digits, '_', '.', '-', starting with a letter or digit"
 MAX_INT = 2**53  # beyond this an integer has no exact float; nothing in a study needs one (float() may overflow)
 
@@ -31,7 +30,7 @@ MAX_INT = 2**53  # beyond this an integer has no exact float; nothing in a study
 @cache
 def load_schema() -> dict[str, Any]:
     """The study schema shipped in the package (identical to the repository's ``schema/study.schema.json``)."""
-    text = resources.files("vlsm_batch").joinpath("schema", "study.schema.json").read_text(encoding="utf-8")
+    text = resources.files("vlsm_batch").joinpath("schema").joinpath("study.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -98,15 +97,27 @@ def _validator() -> Any:
     return _StrictValidator(load_schema())
 
 
+@cache
+def _sbatch_rule() -> tuple[re.Pattern[str], int]:
+    """The character class and length limit of the schema's ``$defs.sbatchValue``: the one definition of what
+    sbatch may be given (spec values, site profiles and their ``extra`` options all check against it)."""
+    pattern = load_schema()["$defs"]["sbatchValue"]["pattern"]
+    rule = re.fullmatch(r"\^(\[.+\])\{1,(\d+)\}\$", pattern)
+    if rule is None:
+        raise ValueError(f"$defs.sbatchValue.pattern {pattern!r} is not ^[...]{{1,N}}$")
+    return re.compile(rule.group(1)), int(rule.group(2))
+
+
 def sbatch_problem(value: str) -> str | None:
-    """Why ``value`` may not be passed to sbatch, or None when it is safe (same rule as the schema's pattern)."""
+    """Why ``value`` may not be passed to sbatch, or None when it is safe (the schema's own pattern)."""
+    char, limit = _sbatch_rule()
     if not value:
         return "must not be empty"
-    bad = next((c for c in value if not _SBATCH_CHAR.fullmatch(c)), None)
+    bad = next((c for c in value if not char.fullmatch(c)), None)
     if bad is not None:
         return f"character {bad!r} is not allowed in an sbatch value; allowed: {SBATCH_ALLOWED}"
-    if len(value) > 256:
-        return f"longer than 256 characters ({len(value)})"
+    if len(value) > limit:
+        return f"longer than {limit} characters ({len(value)})"
     return None
 
 
@@ -230,7 +241,7 @@ def _translate(err: ValidationError, report: Reporter) -> list[KeyPath]:
     elif kind == "pattern":
         msg = _pattern_message(err, path)
     elif kind == "anyOf":  # train.loggers: one name or a list of names
-        names = next((o["enum"] for o in err.validator_value if "enum" in o), [])
+        names: list[Any] = next((o["enum"] for o in err.validator_value if "enum" in o), [])
         shown = repr(value) if isinstance(value, list) else describe(value)
         msg = f"{shown} is not valid: give one of {', '.join(map(str, names))}, or a list of them (each once)"
     elif kind == "oneOf" and path == ("resources", "pack"):

@@ -13,7 +13,6 @@ read by the same safe YAML reader as the study file (no tags, no duplicate keys)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, SubmissionError
+from .schema import load_schema, sbatch_problem
 from .types import SlurmSpec
 from .yamlsafe import read_yaml
 
 PACKAGE_PROFILES = Path(__file__).resolve().parents[1] / "profiles"  # package data (pyproject package-data)
-_SAFE = re.compile(r"[A-Za-z0-9_.,:=@+%/\[\]&|*-]{1,256}")  # whole value (fullmatch): no trailing newline
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the schema's rule for resources.slurm.profile
 _KEYS = ("partition", "account", "qos", "constraint")
 LIMIT_KEYS = ("timeout_min", "mem_gb", "cpus_per_task", "gpus_per_task")  # resources keys a profile may cap
@@ -84,8 +83,7 @@ def not_found_message(name: str) -> str:
 
 
 def _extra_allowed() -> set[str]:
-    schema = Path(__file__).resolve().parents[1] / "schema" / "study.schema.json"
-    props = json.loads(schema.read_text())["properties"]["resources"]["properties"]["slurm"]["properties"]
+    props = load_schema()["properties"]["resources"]["properties"]["slurm"]["properties"]
     return set(props["extra"]["properties"])
 
 
@@ -107,14 +105,14 @@ def load_profile(name: str) -> tuple[dict[str, Any], Path]:
         problems.append(f"unknown keys {sorted(unknown)}")
     for key in _KEYS:
         value = data.get(key)
-        if value is not None and not _SAFE.fullmatch(str(value)):
+        if value is not None and sbatch_problem(str(value)):
             problems.append(f"{key}: {value!r} has characters sbatch values may not use")
     extra = data.get("extra") or {}
     allowed = _extra_allowed()
     for key, value in extra.items():
         if key not in allowed:
             problems.append(f"extra.{key}: not an allowed sbatch option ({', '.join(sorted(allowed))})")
-        elif not _SAFE.fullmatch(str(value)):
+        elif sbatch_problem(str(value)):
             problems.append(f"extra.{key}: {value!r} has characters sbatch values may not use")
     problems += _limit_problems(data.get("limits"))
     setup = data.get("setup") or []

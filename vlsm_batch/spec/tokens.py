@@ -30,8 +30,8 @@ def _values(ctx: CheckContext, info: StrategyInfo, name: str) -> list[_Value]:
     """Every value of ``name`` a trial of ``info`` can get, with where it is written (per_strategy > space > train)."""
     spec = info.param(name)
     assert spec is not None
-    own = ("search", "per_strategy", info.name, name)
-    shared = ("search", "space", name)
+    own: tuple[str, ...] = ("search", "per_strategy", info.name, name)
+    shared: tuple[str, ...] = ("search", "space", name)
     if name in ctx.section(*own[:-1]):
         where = own
     elif name in ctx.section(*shared[:-1]) and not info.baseline:

@@ -235,6 +235,7 @@ class SharedAttnLearner(PromptLearner):
     def describe(self) -> list[str]:
         text, vision = _placement(self)
         layer = self.joint.blocks[0]
+        assert isinstance(layer, nn.TransformerEncoderLayer)  # what __init__ builds
         heads = layer.self_attn.num_heads
         attend = "across the n tokens" if self.attend_across_tokens else "per token (original behaviour)"
         return [

@@ -25,14 +25,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.plugins.environments import SLURMEnvironment
-from torch import nn
 from torch.utils.data import DataLoader
 
 from ..datasets import DatasetInfo, custom_dataset_info, get_dataset
@@ -55,7 +54,12 @@ from .data import SegmentationData
 from .module import SegmentationModule
 from .pruning import pruning_callbacks
 
-ModelFactory = Callable[[str, str, dict[str, Any], Any], nn.Module]
+if TYPE_CHECKING:
+    from ..models.prompted import PromptedSegmenter
+
+ModelFactory = Callable[[str, str, dict[str, Any], Any], "PromptedSegmenter"]
+# what a spec's train.precision may name (spec.types, plus Lightning's short aliases); Lightning checks it again
+Precision = Literal["32", "16", "bf16", "16-mixed", "bf16-mixed"]
 
 HISTORY_COLUMNS = (
     "epoch", "train/loss", "val/loss", "val/dice", "val/iou", "lr", "train_images", "train_time_s", "epoch_time_s",
@@ -291,12 +295,12 @@ def dataset_root(config: dict[str, Any]) -> tuple[Path, str]:
     return data_root / info.folder, prompt_key
 
 
-def resolve_precision(requested: str, cuda: bool) -> str:
+def resolve_precision(requested: str, cuda: bool) -> Precision:
     """fp16 mixed precision needs CUDA: fall back to 32 with a printed warning elsewhere."""
     if requested in ("16-mixed", "16") and not cuda:
         print(f"warning: precision {requested} needs CUDA, none available: training in 32", flush=True)
         return "32"
-    return requested
+    return cast(Precision, requested)  # validated with the spec; passed through unchanged
 
 
 def slurm_plugins() -> list[SLURMEnvironment]:
@@ -394,7 +398,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def _predict(trainer: pl.Trainer, module: SegmentationModule, loader: DataLoader, ckpt: Path | None) -> dict[str, Any]:
     with _quiet():
-        outs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt, weights_only=True) or []
+        predicted = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt, weights_only=True) or []
+    # one loader: one list of predict_step's dicts (Lightning's annotation also allows a list per loader)
+    outs = cast("list[dict[str, torch.Tensor]]", predicted)
     if not outs:
         return {k: np.zeros(0) for k in ("loss", "dice", "iou")}
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in ("loss", "dice", "iou")}
@@ -443,6 +449,7 @@ class EpochReport(pl.Callback):
         self.path, self.max_epochs = path, max_epochs
         self.ran: set[int] = set()  # epochs (1-based) run by this attempt
         self._t0: float | None = None
+        self._train_end: float | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A restored run that had already stopped early must not train one more epoch to notice again.

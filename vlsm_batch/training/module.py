@@ -11,11 +11,11 @@ parameters as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..metrics import VAL_DICE, VAL_IOU, VAL_LOSS
 from ..metrics.segmentation import dice_iou_from_logits, dice_iou_original
@@ -23,13 +23,19 @@ from .data import Batch, BatchTransform, stream_seed
 from .loss import dice_ce_loss
 from .optim import make_adamw
 
+if TYPE_CHECKING:
+    from ..models.prompted import PromptedSegmenter
+
 
 class SegmentationModule(pl.LightningModule):
     """Wraps a PromptedSegmenter (``forward(pixel_values, input_ids, attention_mask) -> (B, 1, S, S)``)."""
 
-    def __init__(self, model: nn.Module, transform: BatchTransform, lr: float, weight_decay: float, seed: int = 0):
+    def __init__(
+        self, model: PromptedSegmenter, transform: BatchTransform, lr: float, weight_decay: float, seed: int = 0
+    ):
         super().__init__()
-        self.model, self.transform = model, transform
+        self.model: PromptedSegmenter = model
+        self.transform = transform
         self.lr, self.weight_decay, self.seed = float(lr), float(weight_decay), int(seed)
         self.strict_loading = False  # checkpoints carry only trainable parameters; checked in on_load_checkpoint
         self._val_dice: list[Tensor] = []

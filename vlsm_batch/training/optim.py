@@ -12,11 +12,18 @@ which one ran; only round-off differs (within one ulp per step on the same gradi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class Kernel(TypedDict, total=False):
+    """AdamW's implementation keywords: exactly one of them, set to True."""
+
+    fused: bool
+    foreach: bool
 
 
 def _params(param_groups: Iterable[Any]) -> list[torch.Tensor]:
@@ -39,7 +46,7 @@ def _fused_devices() -> tuple[str, ...]:
     return tuple(listing()) if listing is not None else ("cuda",)
 
 
-def implementation(params: list[torch.Tensor], device_type: str) -> dict[str, bool]:
+def implementation(params: list[torch.Tensor], device_type: str) -> Kernel:
     """``{"fused": True}`` when every parameter is a floating tensor on ``device_type`` and that device has the
     fused kernel (CUDA, CPU), else ``{"foreach": True}``."""
     fused = device_type in _fused_devices() and all(

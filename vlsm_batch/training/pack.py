@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -54,6 +54,9 @@ from ..strategies import get_strategy
 from .checkpoint_io import LAST, checkpoint_epochs, checkpoint_problem, read_checkpoint, write_checkpoint
 from .data import Batch, PromptTokens, stream_seed
 from .loss import dice_ce_loss
+
+if TYPE_CHECKING:
+    from ..strategies.impl import Prompts
 
 PACK_FORMAT = 1
 BEST = "best.ckpt"
@@ -174,7 +177,7 @@ class Member:
     config: dict[str, Any]
     model: Any
     optimizer: torch.optim.Optimizer
-    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # None for in-memory members (no validation)
     stopper: EarlyStop | None
     tokens: PromptTokens | None  # its own token table when its num_context differs from the pack's data
     scaler: Any = None
@@ -266,7 +269,7 @@ class Pack:
         self.device = torch.device("cuda" if self.cuda else "cpu")
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
-        self.precision = resolve_precision(str(train.get("precision", "32")), self.cuda)
+        self.precision: str = resolve_precision(str(train.get("precision", "32")), self.cuda)
         self.max_epochs, self.min_epochs = int(train["max_epochs"]), int(train.get("min_epochs", 1))
         pl.seed_everything(self.seed, workers=True, verbose=False)
         root, prompt_key = dataset_root(first)
@@ -298,7 +301,7 @@ class Pack:
             optimizer = make_adamw(groups, lr, 0.0, pack.device.type)
             member = Member(
                 TrialPaths(Path(f"in-memory-{i}")), {"trial_id": f"m{i}"}, model, optimizer, None, None, None
-            )  # type: ignore[arg-type]
+            )
             member.rng = _rng_state(pack.device)
             pack.members.append(member)
         check_disjoint(models)
@@ -550,18 +553,19 @@ class Pack:
             and all(m.tokens is None for m in members)
         )
         if fusable:
-            prompts, ok = [], []
+            fused_prompts: list[Prompts] = []
+            ok: list[Member] = []
             for m in members:
                 try:
                     with _own_stream(m, self.device) if train else nullcontext():
-                        prompts.append(packed.member_prompts(m.model))
+                        fused_prompts.append(packed.member_prompts(m.model))
                     ok.append(m)
                 except Exception as exc:
                     self._member_error(m, exc)
             if not ok:
                 return out
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            logits = packed.fused_logits([m.model for m in ok], prompts, pixels, ids, mask)
+            logits = packed.fused_logits([m.model for m in ok], fused_prompts, pixels, ids, mask)
             return list(zip(ok, logits, strict=True))
         return self._own_forward(members, batch, train)  # nothing to share (e.g. visual prompts of other lengths)
 

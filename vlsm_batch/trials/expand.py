@@ -9,6 +9,7 @@ from typing import Any
 
 from ..datasets import DatasetInfo, custom_dataset_info, get_dataset
 from ..models import get_model_info
+from ..spec.distributions import strategy_dims
 from ..spec.types import Distribution, StudySpec
 from ..strategies import get_strategy, incompatibility
 from .sampling import sample
@@ -99,8 +100,7 @@ def cell_space(spec: StudySpec, strategy: str) -> tuple[dict[str, Distribution],
     takes = set(info.param_names)
     fixed = {p.name: p.default for p in info.params}
     fixed.update({k: v for k, v in spec.train_for(strategy).fixed_params.items() if k in takes})
-    space = {} if info.baseline else {k: v for k, v in spec.search.space.items() if k in takes}
-    space.update({k: v for k, v in spec.search.per_strategy.get(strategy, {}).items() if k in takes})
+    space = strategy_dims(info, spec.search.space, spec.search.per_strategy.get(strategy, {}))
     for k in space:
         fixed.pop(k, None)
     return space, fixed

@@ -40,8 +40,8 @@ def from_unit(dist: Distribution, u: float) -> Any:
     if dist.kind == "uniform":
         return round_value(dist.low + u * (dist.high - dist.low))
     if dist.kind == "log_uniform":
-        lo, hi = math.log(dist.low), math.log(dist.high)
-        return round_value(math.exp(lo + u * (hi - lo)))
+        log_lo, log_hi = math.log(dist.low), math.log(dist.high)
+        return round_value(math.exp(log_lo + u * (log_hi - log_lo)))
     raise ValueError(f"unknown distribution kind {dist.kind!r}")
 
 
@@ -52,10 +52,6 @@ def grid_values(dist: Distribution) -> list[Any]:
         assert dist.low is not None and dist.high is not None
         return list(range(int(dist.low), int(dist.high) + 1))
     raise ValueError(f"a grid needs discrete dimensions (choice or int), not {dist.kind}")
-
-
-def grid_size(space: dict[str, Distribution]) -> int:
-    return math.prod(len(grid_values(d)) for d in space.values())
 
 
 def sample(method: str, space: dict[str, Distribution], n: int | None, seed: int) -> Iterator[dict[str, Any]]:
