@@ -1,11 +1,10 @@
 """Memory and device-time estimates from architecture numbers: ``plan``'s pack table and ``pack: auto``'s N.
 
 Plain arithmetic, no torch: ``plan`` runs on a login node, and the training side calls :func:`auto_pack_size` with
-the device's real free memory. Every number comes from the architectures the builders make (``clipseg_config``,
-``cris.build_net``), written out in :data:`ARCHITECTURES`. ``tests/test_pack_plan.py`` builds the random-init models
-and checks the formulas against them: parameter counts (exact), forward and backward FLOPs (torch's FLOP counter,
-within 2 % and 6 %), and the bytes autograd keeps for backward (within 5 % on the full-size models, in fp32 and
-under bf16 autocast).
+the device's real free memory. Every number comes from the configs the builders use (``models.configs``, read into
+:data:`ARCHITECTURES`). ``tests/test_pack_plan.py`` builds the random-init models and checks the formulas
+against them: parameter counts (exact), forward and backward FLOPs (torch's FLOP counter, within 2 % and 6 %), and
+the bytes autograd keeps for backward (within 5 % on the full-size models, in fp32 and under bf16 autocast).
 
 Memory of a pack (:func:`pack_memory`) = shared + the sum over members, where
 
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from ..models import configs
 from ..strategies import get_strategy
 from .packing import AUTO_MAX
 
@@ -209,25 +209,26 @@ class CRISArch:
     dec_layers: int = 3
 
 
-VOCAB = 49408
-ARCHITECTURES: dict[str, CLIPSegArch | CRISArch] = {
-    "clipseg": CLIPSegArch(
-        image=352, text=Tower(512, 12, 2048), vision=Tower(768, 12, 3072), patch=16, config_image=224, vocab=VOCAB,
-        positions=77, projection=512, reduce=64, extract=(3, 6, 9), decoder_mlp=2048,
-    ),
-    "clipseg-tiny": CLIPSegArch(
-        image=64, text=Tower(32, 4, 64), vision=Tower(32, 4, 64), patch=8, config_image=64, vocab=VOCAB,
-        positions=77, projection=32, reduce=16, extract=(0, 1, 2), decoder_mlp=32,
-    ),
-    "cris": CRISArch(
-        image=416, rn_width=64, rn_layers=(3, 4, 6, 3), embed=1024, text=Tower(512, 12, 2048), vocab=VOCAB,
-        positions=77, fpn_in=(512, 1024, 1024), fpn_out=(256, 512, 1024), state=1024, dec_ffn=2048,
-    ),
-    "cris-tiny": CRISArch(
-        image=64, rn_width=8, rn_layers=(1, 1, 1, 1), embed=64, text=Tower(32, 4, 128), vocab=VOCAB,
-        positions=77, fpn_in=(64, 128, 64), fpn_out=(16, 32, 64), state=64, dec_ffn=64,
-    ),
-}  # fmt: skip
+def _tower(t: configs.Tower) -> Tower:
+    return Tower(t.width, t.layers, t.mlp)
+
+
+def _arch(a: configs.CLIPSegArch | configs.CRISArch) -> CLIPSegArch | CRISArch:
+    """The cost model's view of the builders' config (``models.configs``: the one place the numbers live)."""
+    if isinstance(a, configs.CLIPSegArch):
+        return CLIPSegArch(
+            image=a.image_size, text=_tower(a.text), vision=_tower(a.vision), patch=a.patch_size,
+            config_image=a.position_image_size, vocab=a.vocab_size, positions=a.context_length,
+            projection=a.projection_dim, reduce=a.reduce_dim, extract=a.extract_layers, decoder_mlp=a.decoder_mlp,
+        )  # fmt: skip
+    return CRISArch(
+        image=a.image_size, rn_width=a.rn_width, rn_layers=a.rn_layers, embed=a.embed_dim, text=_tower(a.text),
+        vocab=a.vocab_size, positions=a.context_length, fpn_in=a.fpn_in, fpn_out=a.fpn_out, state=a.state_dim,
+        dec_ffn=a.decoder_ffn, dec_layers=a.decoder_layers,
+    )  # fmt: skip
+
+
+ARCHITECTURES: dict[str, CLIPSegArch | CRISArch] = {name: _arch(a) for name, a in configs.ARCHITECTURES.items()}
 
 
 @dataclass(frozen=True)
