@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,10 @@ search:
   timeout_min: 30
   local: {{max_parallel: 1}}
 {slurm}"""
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test sends Ctrl-C: SIGINT back to its default disposition. A shell's
+    background job (``cmd &``, as CI runners and nohup start them) inherits SIGINT *ignored*, and Python then never
+    installs its KeyboardInterrupt handler; a command typed in a terminal has the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,7 +14,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "vlsm_batch"
 
 # Leaves: plain helpers that import no catalog and no stage (``__init__`` is vlsm_batch/__init__.py: the version).
-LEAVES = ("__init__", "errors", "objectives", "registry", "layout", "tempdirs", "textable", "extras", "weights")
+LEAVES = (
+    "__init__", "errors", "objectives", "registry", "atomic", "layout", "tempdirs", "textable", "extras", "weights",
+)  # fmt: skip
 # Catalogs: what can be named in a spec. They import leaves, and earlier catalogs only (models may import
 # strategies, strategies must not import models). Then ``schema``: study.schema.json, generated from the catalogs
 # and read by the spec layer.

@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from helpers import sigint_as_in_a_terminal
+
 from vlsm_batch.jobs.store import read as read_record
 from vlsm_batch.layout import StudyLayout
 
@@ -42,6 +44,7 @@ def _run(tmp_path: Path, sleep: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
 
 

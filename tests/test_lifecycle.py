@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import one_trial_spec
+from helpers import one_trial_spec, sigint_as_in_a_terminal
 
 from vlsm_batch.cli import main
 from vlsm_batch.jobs import store
@@ -61,6 +61,7 @@ def _submit_proc(tmp_path: Path, trials: int, parallel: int, sleep: str) -> subp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
 
 
@@ -143,6 +144,7 @@ def _cli(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
         start_new_session=True,  # its own process group, which gets the SIGINT a terminal would send
         **popen,
     )

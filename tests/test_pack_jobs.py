@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_spec
+from helpers import make_spec, sigint_as_in_a_terminal
 from pack_job_helpers import PACK_TRAIN, history, pack_train
 from test_slurm import slurm, wait_for  # noqa: F401  (slurm: the cluster fixture)
 
@@ -162,6 +162,7 @@ def _submit_proc(tmp_path: Path, kind: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
 
 
