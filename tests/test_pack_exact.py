@@ -56,7 +56,15 @@ def _solo(dirs: list[Path]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "strategy"), [("clipseg-tiny", "coop"), ("clipseg-tiny", "cocoop"), ("cris-tiny", "coop")]
+    ("model", "strategy"),
+    [
+        ("clipseg-tiny", "coop"),
+        ("clipseg-tiny", "cocoop"),
+        ("cris-tiny", "coop"),
+        ("sam3-tiny", "coop"),
+        ("sam3-tiny", "cocoop"),
+        ("sam3-tiny", "detr_vpt"),
+    ],
 )
 def test_text_side_pack_is_exact(tmp_path: Path, data_root: Path, model: str, strategy: str) -> None:
     """CoOp/CoCoOp share one image forward per batch: the pack reproduces each solo trial to the last bit of

@@ -59,13 +59,13 @@ def _sub_configs(config: CLIPSegConfig) -> tuple[CLIPSegTextConfig, CLIPSegVisio
     return text, vision
 
 
-def _run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Call a transformers encoder/decoder layer; older releases return a tuple."""
     out = layer(hidden, mask)
     return out[0] if isinstance(out, tuple) else out
 
 
-def _text_mask(attention_mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+def text_mask(attention_mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
     """Causal & key-padding mask (B, 1, L, L) for the text tower: boolean for sdpa, additive for eager."""
     length = attention_mask.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
@@ -207,7 +207,7 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         hidden = vision.pre_layrnorm(placement.append_vision(embedded, [rows[0] for rows in members if rows]))
         outputs: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(vision.encoder.layers[: last + 1]):
-            hidden = _run_layer(layer, hidden, None)
+            hidden = run_layer(layer, hidden, None)
             if i in self.extract_layers:
                 outputs[i] = hidden
             # fresh tokens for layer i+2; the output of layer i+1 is kept as is
@@ -231,9 +231,9 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
         input_ids, hidden, attention_mask, n = placement.embed_text(
             embeddings.token_embedding, embeddings.position_embedding.weight, input_ids, attention_mask, firsts
         )
-        mask = _text_mask(attention_mask, self._attn_implementation, hidden.dtype)
+        mask = text_mask(attention_mask, self._attn_implementation, hidden.dtype)
         for k, layer in enumerate(text.encoder.layers, start=1):
-            hidden = _run_layer(layer, hidden, mask)
+            hidden = run_layer(layer, hidden, mask)
             # fresh tokens for layer k+1, in a new tensor: the output of layer k is left untouched
             hidden = placement.replace_text(hidden, [placement.row_for(rows, k) for rows in members])
         pooled = placement.pool_eos(hidden, input_ids, n)
@@ -258,11 +258,33 @@ class CLIPSegPromptedSegmenter(PromptedSegmenter):
             output = reduce(activation) if output is None else reduce(activation) + output
             if i == decoder.conditional_layer:  # FiLM with the text embedding
                 output = decoder.film_mul(conditional)[:, None] * output + decoder.film_add(conditional)[:, None]
-            output = _run_layer(layer, output, None)
+            output = run_layer(layer, output, None)
         assert output is not None
         output = output[:, 1 : output.shape[1] - num_vision_context]
         features = output.transpose(1, 2).reshape(output.shape[0], output.shape[2], *grid)
         return decoder.transposed_convolution(features), features
+
+    # -- packing interface -------------------------------------------------------------------------------------------
+    def member(self, strategy: str, params: Mapping[str, Any]) -> CLIPSegPromptedSegmenter:
+        return wrap_clipseg(self.clipseg, self.tokenizer, self.name, strategy, params)
+
+    def shared_image(self, pixel_values: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        learner = self.learner
+        with torch.no_grad():
+            return self.encode_image(pixel_values, pooled=learner is not None and learner.needs_image_features)
+
+    def logits_from_shared(
+        self,
+        shared: Any,
+        prompts: Prompts,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
+        conditional = self.encode_text(input_ids, attention_mask, prompts.text)
+        logits, features = self.decode(shared, conditional, grid, 0)
+        return self.head(features, logits) if self.head is not None else logits
 
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

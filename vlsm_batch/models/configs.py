@@ -122,9 +122,96 @@ CRIS_TINY = CRISArch(
 )  # fmt: skip
 """CRIS's structure at 64 px with tiny widths, for tests."""
 
-ARCHITECTURES: dict[str, CLIPSegArch | CRISArch] = {
+
+@dataclass(frozen=True)
+class Sam3Arch:
+    """transformers' ``Sam3Config`` for one catalog entry: Perception-Encoder ViT (windowed attention with a few
+    global layers, 2-D RoPE) + FPN neck, CLIP text tower (32 positions), DETR encoder/decoder and mask decoder."""
+
+    image_size: int  # the ViT's global-attention RoPE grid is built for exactly this resolution
+    vit: Tower
+    patch_size: int
+    window_size: int  # windowed layers attend within window_size x window_size patches
+    global_layers: tuple[int, ...]  # 0-based ViT layers with global attention
+    position_image_size: int  # resolution of the learned position table (tiled, not interpolated)
+    text: Tower
+    text_projection_dim: int  # CLIP's own pooled projection (in the weights; SAM 3's path does not read it)
+    fusion: Tower  # DETR encoder (= fusion width of the FPN, DETR decoder and mask decoder)
+    decoder_layers: int
+    queries: int
+    geometry_layers: int
+    context_length: int = 32
+    vocab_size: int = VOCAB_SIZE
+
+    @property
+    def max_prompt_depth(self) -> int:
+        """Text prompts: one fresh row per text layer."""
+        return self.text.layers
+
+    @property
+    def fusion_layers(self) -> int:
+        """DETR encoder layers: the depth bound of prompts in the fusion encoder (detr_vpt)."""
+        return self.fusion.layers
+
+    @property
+    def grid(self) -> int:
+        """Patches per side at ``image_size``."""
+        return self.image_size // self.patch_size
+
+    @property
+    def vision_tokens(self) -> int:
+        """ViT tokens per image (no class token): 5,184 at 1008 px."""
+        return self.grid**2
+
+    @property
+    def mask_size(self) -> int:
+        """Side of the semantic-segmentation logits (the FPN's x4 level): 288 at 1008 px."""
+        return self.grid * 4
+
+    def transformers_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``transformers.Sam3Config``."""
+        vit, text, fusion, g = self.vit, self.text, self.fusion, self.grid
+        block = {"hidden_size": fusion.width, "num_attention_heads": fusion.heads, "intermediate_size": fusion.mlp}
+        return {
+            "vision_config": {
+                "backbone_config": {
+                    "model_type": "sam3_vit_model", "hidden_size": vit.width, "intermediate_size": vit.mlp,
+                    "num_hidden_layers": vit.layers, "num_attention_heads": vit.heads, "image_size": self.image_size,
+                    "patch_size": self.patch_size, "window_size": self.window_size,
+                    "global_attn_indexes": list(self.global_layers), "pretrain_image_size": self.position_image_size,
+                },
+                "fpn_hidden_size": fusion.width, "backbone_feature_sizes": [[4 * g, 4 * g], [2 * g, 2 * g], [g, g]],
+            },
+            "text_config": {"vocab_size": self.vocab_size, "hidden_size": text.width, "intermediate_size": text.mlp,
+                            "projection_dim": self.text_projection_dim, "num_hidden_layers": text.layers,
+                            "num_attention_heads": text.heads, "max_position_embeddings": self.context_length,
+                            "hidden_act": "gelu"},
+            "geometry_encoder_config": {**block, "num_layers": self.geometry_layers},
+            "detr_encoder_config": {**block, "num_layers": fusion.layers},
+            "detr_decoder_config": {**block, "num_layers": self.decoder_layers, "num_queries": self.queries},
+            "mask_decoder_config": {"hidden_size": fusion.width, "num_attention_heads": fusion.heads},
+        }  # fmt: skip
+
+
+SAM3 = Sam3Arch(
+    image_size=1008, vit=Tower(1024, 32, 16, 4736), patch_size=14, window_size=24, global_layers=(7, 15, 23, 31),
+    position_image_size=336, text=Tower(1024, 24, 16, 4096), text_projection_dim=512, fusion=Tower(256, 6, 8, 2048),
+    decoder_layers=6, queries=200, geometry_layers=3,
+)  # fmt: skip
+"""facebook/sam3 (transformers' Sam3Config defaults): ViT-L-like PE backbone at 1008 px, 24-layer CLIP text tower."""
+
+SAM3_TINY = Sam3Arch(
+    image_size=112, vit=Tower(32, 4, 2, 64), patch_size=14, window_size=4, global_layers=(1, 3),
+    position_image_size=56, text=Tower(32, 4, 2, 64), text_projection_dim=32, fusion=Tower(32, 3, 2, 64),
+    decoder_layers=2, queries=8, geometry_layers=1,
+)  # fmt: skip
+"""SAM 3's structure at width 32 (windowed + global ViT layers, tiled positions), 112 px, full vocabulary."""
+
+ARCHITECTURES: dict[str, CLIPSegArch | CRISArch | Sam3Arch] = {
     "clipseg": CLIPSEG,
     "clipseg-tiny": CLIPSEG_TINY,
     "cris": CRIS,
     "cris-tiny": CRIS_TINY,
+    "sam3": SAM3,
+    "sam3-tiny": SAM3_TINY,
 }

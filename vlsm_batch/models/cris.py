@@ -208,6 +208,30 @@ class CRISPromptedSegmenter(PromptedSegmenter):
     def frozen_modules(self) -> list[nn.Module]:
         return [] if self.finetune else [self.cris]
 
+    # -- packing interface -------------------------------------------------------------------------------------------
+    def member(self, strategy: str, params: Mapping[str, Any]) -> CRISPromptedSegmenter:
+        return wrap_cris(self.cris, self.tokenizer, self.name, strategy, params)
+
+    def shared_image(self, pixel_values: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        learner = self.learner
+        with torch.no_grad():
+            feats = self.cris.encode_image(pixel_values)
+        pooled = learner is not None and learner.needs_image_features
+        return feats, feats[2].float().mean(dim=(2, 3)) if pooled else None
+
+    def logits_from_shared(
+        self,
+        shared: Any,
+        prompts: Prompts,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        words, pad, state = self.cris.encode_text(input_ids, attention_mask, prompts.text)
+        coarse, fq = self.cris.decode(shared, words, pad, state)
+        logits = F.interpolate(coarse, size=pixel_values.shape[-2:], mode="bicubic", align_corners=True)
+        return self.head(fq, logits) if self.head is not None else logits
+
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:

@@ -11,13 +11,13 @@ from ..errors import VlsmBatchError
 
 def describe(model_name: str, strategy: str, params: dict[str, Any]) -> dict[str, Any]:
     """Build the model (random weights) and summarise what trains and where prompts enter."""
-    from ..strategies import get_strategy, incompatibility
+    from ..strategies import get_strategy, refusal
     from ..strategies.impl import resolve_params
     from . import get_model_info
     from .factory import create_model
 
     info, sinfo = get_model_info(model_name), get_strategy(strategy)
-    reason = incompatibility(sinfo, info.prompt_towers, model_name, info.family)
+    reason = refusal(sinfo, info)
     if reason:  # the same reason validate and plan give when they skip the pair
         raise VlsmBatchError(reason)
     if info.family not in sinfo.implemented_for:

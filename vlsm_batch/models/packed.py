@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from ..strategies.impl import Prompts
 from .prompted import PromptedSegmenter
@@ -31,14 +30,7 @@ from .prompted import PromptedSegmenter
 
 def member_model(base: PromptedSegmenter, strategy: str, params: Mapping[str, Any]) -> PromptedSegmenter:
     """A wrapper of ``base``'s frozen model with the prompts of another trial (its own learner and head)."""
-    from .clipseg import CLIPSegPromptedSegmenter, wrap_clipseg
-    from .cris import CRISPromptedSegmenter, wrap_cris
-
-    if isinstance(base, CLIPSegPromptedSegmenter):
-        return wrap_clipseg(base.clipseg, base.tokenizer, base.name, strategy, params)
-    if isinstance(base, CRISPromptedSegmenter):
-        return wrap_cris(base.cris, base.tokenizer, base.name, strategy, params)
-    raise TypeError(f"{type(base).__name__} cannot be packed: no shared frozen model to wrap")
+    return base.member(strategy, params)
 
 
 def frozen_image_path(model: PromptedSegmenter) -> bool:
@@ -72,19 +64,7 @@ def member_prompts(model: PromptedSegmenter, image_features: torch.Tensor | None
 # -- text-side: one prompt-free image forward for the pack ----------------------------------------------------------
 def shared_image(model: PromptedSegmenter, pixel_values: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
     """(what the decoder reads, the image embedding CoCoOp conditions on) from the frozen, prompt-free image pass."""
-    from .clipseg import CLIPSegPromptedSegmenter
-    from .cris import CRISPromptedSegmenter
-
-    learner = model.learner
-    pooled = learner is not None and learner.needs_image_features
-    with torch.no_grad():
-        if isinstance(model, CLIPSegPromptedSegmenter):
-            activations, embeds = model.encode_image(pixel_values, pooled=pooled)
-            return activations, embeds
-        if isinstance(model, CRISPromptedSegmenter):
-            feats = model.cris.encode_image(pixel_values)
-            return feats, feats[2].float().mean(dim=(2, 3)) if pooled else None
-    raise TypeError(f"{type(model).__name__} has no shared image path")
+    return model.shared_image(pixel_values)
 
 
 def logits_from_shared(
@@ -96,20 +76,7 @@ def logits_from_shared(
     attention_mask: torch.Tensor,
 ) -> torch.Tensor:
     """The member's logits from the pack's image features: its text forward, the decoder and its head."""
-    from .clipseg import CLIPSegPromptedSegmenter
-    from .cris import CRISPromptedSegmenter
-
-    if isinstance(model, CLIPSegPromptedSegmenter):
-        grid = (pixel_values.shape[-2] // model.patch_size, pixel_values.shape[-1] // model.patch_size)
-        conditional = model.encode_text(input_ids, attention_mask, prompts.text)
-        logits, features = model.decode(shared, conditional, grid, 0)
-        return model.head(features, logits) if model.head is not None else logits
-    if isinstance(model, CRISPromptedSegmenter):
-        words, pad, state = model.cris.encode_text(input_ids, attention_mask, prompts.text)
-        coarse, fq = model.cris.decode(shared, words, pad, state)
-        logits = F.interpolate(coarse, size=pixel_values.shape[-2:], mode="bicubic", align_corners=True)
-        return model.head(fq, logits) if model.head is not None else logits
-    raise TypeError(f"{type(model).__name__} has no shared image path")
+    return model.logits_from_shared(shared, prompts, pixel_values, input_ids, attention_mask)
 
 
 # -- visual: one fused forward through the frozen weights ------------------------------------------------------------

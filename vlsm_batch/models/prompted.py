@@ -82,6 +82,7 @@ class PromptedSegmenter(nn.Module):
     image_size: int
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
+    sentence_end = "."  # appended to prompts that lack it (CLIP-based models, as TuneVLSeg); "" leaves them as they are
 
     def __init__(
         self,
@@ -118,9 +119,10 @@ class PromptedSegmenter(nn.Module):
 
     # -- interface --------------------------------------------------------------------------------------------
     def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Token ids and mask for ``prompts``: "." appended if missing, padded to the longest, room left for
-        the prompt tokens (``77 - num_context`` including BOS/EOS; truncation keeps the EOS)."""
-        texts = [p if p.rstrip().endswith(".") else p.rstrip() + "." for p in prompts]
+        """Token ids and mask for ``prompts``: ``sentence_end`` appended if missing, padded to the longest, room
+        left for the prompt tokens (``positions - num_context`` including BOS/EOS; truncation keeps the EOS)."""
+        end = self.sentence_end
+        texts = [p if not end or p.rstrip().endswith(end) else p.rstrip() + end for p in prompts]
         enc = self.tokenizer(
             texts,
             padding="longest",
@@ -134,6 +136,28 @@ class PromptedSegmenter(nn.Module):
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    # -- packing: each family says how a pack shares its frozen model ------------------------------------------------
+    def member(self, strategy: str, params: Mapping[str, Any]) -> PromptedSegmenter:
+        """A wrapper of this frozen model with the prompts of another trial (its own learner and head)."""
+        raise TypeError(f"{type(self).__name__} cannot be packed: no shared frozen model to wrap")
+
+    def shared_image(self, pixel_values: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """(what the decoder reads, the image feature CoCoOp conditions on) from the frozen, prompt-free image
+        pass, computed without gradient once per batch for a pack."""
+        raise TypeError(f"{type(self).__name__} has no shared image path")
+
+    def logits_from_shared(
+        self,
+        shared: Any,
+        prompts: Any,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """This trial's logits from the pack's image pass: its text forward, the decoder and its head (the same
+        arithmetic as ``forward``)."""
+        raise TypeError(f"{type(self).__name__} has no shared image path")
 
     def train(self, mode: bool = True) -> PromptedSegmenter:
         super().train(mode)

@@ -11,7 +11,7 @@ from ..datasets import DATASETS
 from ..models import MODELS
 from ..objectives import OBJECTIVES
 from ..registry import did_you_mean
-from ..strategies import STRATEGIES, incompatibility
+from ..strategies import STRATEGIES, refusal
 from .context import CheckContext
 from .distributions import GRID_KINDS, grid_size
 from .overrides import run_override_checks
@@ -92,7 +92,7 @@ def check_pairs(ctx: CheckContext) -> None:
         if name not in STRATEGIES or STRATEGIES.get(name).baseline:
             continue
         info = STRATEGIES.get(name)
-        reasons = {m.name: incompatibility(info, m.prompt_towers, m.name, m.family) for m in models}
+        reasons = {m.name: refusal(info, m) for m in models}
         blocked = {m: why for m, why in reasons.items() if why}
         if len(blocked) == len(models):
             ctx.report.error(

@@ -26,6 +26,8 @@ class ModelLike(Protocol):
     def family(self) -> str: ...
     @property
     def prompt_towers(self) -> frozenset[str]: ...
+    @property
+    def tower_notes(self) -> tuple[tuple[str, str], ...]: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,15 @@ DEPTH = _p(
     help="fresh prompt tokens at layers 1..depth",
     model_bound=ModelBound("max_prompt_depth", "max", verb="deeper"),
 )
-NCTX = _p("num_context", "int", 4, low=1, high=32, help="prompt tokens per layer")
+NCTX = _p(
+    "num_context",
+    "int",
+    4,
+    low=1,
+    high=32,
+    help="prompt tokens per layer",
+    model_bound=ModelBound("max_num_context", "max", label="text positions left for the class prompt"),
+)
 CTX_INIT = _p("context_init", "str", "a photo of a", nullable=True, help="words that initialise row 0; null = random")
 UPSAMPLER = _p("learnable_upsampler", "bool", False, help="x16 bilinear + 5x5 conv head blended with the frozen logits")
 HDIM = _p("intermediate_dim", "int", 64, low=1, high=4096, nullable=True, help="hidden width of projections")
@@ -115,6 +125,15 @@ ATTEND = _p(
 HDIM_LINEAR = _p("intermediate_dim", "int", None, low=1, high=4096, nullable=True, help=HDIM.help)
 
 _PROMPT = (LR, WD, DEPTH, NCTX, UPSAMPLER)
+FUSION_DEPTH = _p(
+    "prompt_depth",
+    "int",
+    1,
+    low=1,
+    help="fresh prompt tokens at fusion-encoder layers 1..depth",
+    model_bound=ModelBound("fusion_layers", "max", label="DETR encoder layers", verb="deeper"),
+)
+FUSION_NCTX = _p("num_context", "int", 4, low=1, high=32, help="prompt tokens appended to the image tokens")
 
 
 @dataclass(frozen=True)
@@ -165,7 +184,7 @@ _HERE = __name__  # learners live next to this file: "vlsm_batch.strategies.coop
 _TEXT, _VISION, _BOTH = frozenset({"text"}), frozenset({"vision"}), frozenset({"text", "vision"})
 
 _CLIPSEG = frozenset({"clipseg"})
-_TEXT_ONLY = frozenset({"clipseg", "cris"})  # text prompts and baselines run on both families
+_TEXT_ONLY = frozenset({"clipseg", "cris", "sam3"})  # text prompts and baselines run on every family
 _reg(
     StrategyInfo(
         "coop",
@@ -228,6 +247,18 @@ _reg(
 )
 _reg(
     StrategyInfo(
+        "detr_vpt",
+        "VPT-deep in SAM 3's DETR fusion encoder: learnable tokens appended to the image tokens the encoder fuses "
+        "with the text (its self-attention is global, unlike the windowed ViT); the ViT stays frozen and shared",
+        frozenset({"fusion"}),
+        (LR, WD, FUSION_DEPTH, FUSION_NCTX, UPSAMPLER),
+        implemented_for=frozenset({"sam3"}),
+        label="VPT (DETR encoder)",
+        learner=f"{_HERE}.detr_vpt:DetrVPTLearner",
+    )
+)
+_reg(
+    StrategyInfo(
         "zero_shot",
         "pretrained model, dataset prompt, no training",
         frozenset(),
@@ -243,8 +274,9 @@ _reg(
         "finetune",
         "true end-to-end fine-tuning: every weight trainable (CLIPSeg 150.7 M, both CLIP encoders and the decoder, "
         "of which 136.1 M get gradients: vision layers 11-12, post-LayerNorm, visual projection and logit scale "
-        "feed no segmentation path; CRIS every weight, decoder dropout 0.2, as the original's CRIS E2E); "
-        "lr 2e-4, weight decay 1e-3",
+        "feed no segmentation path; CRIS every weight, decoder dropout 0.2, as the original's CRIS E2E; SAM 3 "
+        "everything on its semantic-mask path but the image encoder: text tower, text projection, DETR encoder "
+        "and mask decoder, with the PE ViT and FPN neck frozen); lr 2e-4, weight decay 1e-3",
         frozenset(),
         (
             _p("lr", "float", 2e-4, low=1e-8, high=1.0, help="AdamW learning rate (CRIS reference: 5e-5)"),
@@ -280,6 +312,11 @@ _reg(
                 "the original's CRIS end-to-end baseline trained every weight (its own code runs no encoder under "
                 "no_grad): {model} has no decoder-only run to reproduce; use finetune",
             ),
+            (
+                "sam3",
+                "decoder_finetune reproduces the original's CLIPSeg E2E baseline; {model} has no such run: use "
+                "finetune (everything on its mask path but the image encoder)",
+            ),
         ),
         max_epochs=DECODER_EPOCHS,
     )
@@ -297,17 +334,32 @@ def list_strategies(pattern: str = "*") -> list[str]:
 
 
 def incompatibility(
-    strategy: StrategyInfo, model_towers: frozenset[str], model_name: str, family: str | None
+    strategy: StrategyInfo,
+    model_towers: frozenset[str],
+    model_name: str,
+    family: str | None,
+    tower_notes: tuple[tuple[str, str], ...] = (),
 ) -> str | None:
     """Why ``strategy`` cannot run on a model with these prompt towers and family, or None when it can. The caller
-    passes the model's facts (the catalog never imports models); ``family`` None: unknown, its rules are skipped."""
-    if "vision" in strategy.towers and "vision" not in model_towers:
-        return f"{model_name} has a convolutional image encoder: visual prompt tokens do not apply"
+    passes the model's facts (the catalog never imports models); ``family`` None: unknown, its rules are skipped;
+    ``tower_notes`` are the model's own reasons for a tower it takes no prompts in ("{model}" = its name)."""
+    for tower in sorted(strategy.towers - model_towers):
+        note = dict(tower_notes).get(tower)
+        if note:
+            return note.format(model=model_name)
+        return _NO_TOWER.get(tower, "{model} takes no prompt tokens in its " + tower).format(model=model_name)
     why = dict(strategy.not_for).get(family or "")
     return why.format(model=model_name) if why else None
+
+
+_NO_TOWER = {
+    "vision": "{model} has a convolutional image encoder: visual prompt tokens do not apply",
+    "fusion": "{model} has no image-text fusion encoder (SAM 3's DETR encoder) for these prompt tokens: the strategy "
+    "applies to SAM 3 only",
+}
 
 
 def refusal(strategy: StrategyInfo, model: ModelLike) -> str | None:
     """``incompatibility`` for a model record (a ``ModelInfo``): the reason describe, validate, plan and the model
     factory give."""
-    return incompatibility(strategy, model.prompt_towers, model.name, model.family)
+    return incompatibility(strategy, model.prompt_towers, model.name, model.family, model.tower_notes)

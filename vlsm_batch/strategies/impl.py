@@ -42,10 +42,16 @@ class LearnerContext:
     vision_run_layers: int | None = None  # vision layers the model actually runs (CLIPSeg: deepest extract + 1)
     image_feature_dim: int | None = None  # width of the image feature CoCoOp's meta-net reads
     family: str | None = None  # model family, for the catalog's per-family refusals (None: not known here)
+    towers: frozenset[str] | None = None  # where prompts can enter (None: text, and vision with vision layers)
+    fusion_width: int | None = None  # token width of an image-text fusion encoder (SAM 3's DETR encoder)
+    fusion_layers: int | None = None
+    tower_notes: tuple[tuple[str, str], ...] = ()  # the model's reasons for towers it takes no prompts in
 
     @property
     def prompt_towers(self) -> frozenset[str]:
         """Towers this model can prompt: no vision transformer, no visual prompts."""
+        if self.towers is not None:
+            return self.towers
         return frozenset({"text", "vision"} if self.vision_layers else {"text"})
 
     def vision_rows(self, depth: int) -> int:
@@ -61,11 +67,13 @@ class LearnerContext:
 class Prompts:
     """The fresh tokens of one forward pass: ``text[k]`` / ``vision[k]`` enter layer k+1 of their tower.
 
-    Each tensor is (1, n, width) when shared by the batch or (batch, n, width) when image-conditioned.
+    ``fusion[k]`` enters layer k+1 of an image-text fusion encoder (SAM 3's DETR encoder), appended to the image
+    tokens. Each tensor is (1, n, width) when shared by the batch or (batch, n, width) when image-conditioned.
     """
 
     text: list[torch.Tensor] = field(default_factory=list)
     vision: list[torch.Tensor] = field(default_factory=list)
+    fusion: list[torch.Tensor] = field(default_factory=list)
 
 
 class PromptLearner(nn.Module):
@@ -84,6 +92,7 @@ class PromptLearner(nn.Module):
         self.num_context = num_context
         self.text_rows = depth if "text" in self.towers else 0
         self.vision_rows = vision_rows if "vision" in self.towers else 0
+        self.fusion_rows = depth if "fusion" in self.towers else 0
 
     def text_context(self, k: int, image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Text prompt tokens (1 or batch, num_context, text_width) for depth index ``k``."""
@@ -93,11 +102,16 @@ class PromptLearner(nn.Module):
         """Visual prompt tokens (1, num_context, vision_width) for depth index ``k``."""
         raise NotImplementedError(f"{type(self).__name__} does not prompt the vision tower")
 
+    def fusion_context(self, k: int) -> torch.Tensor:
+        """Fusion-encoder prompt tokens (1, num_context, fusion_width) for depth index ``k``."""
+        raise NotImplementedError(f"{type(self).__name__} does not prompt a fusion encoder")
+
     def forward(self, image_features: torch.Tensor | None = None) -> Prompts:
         """All prompt tokens of one forward pass (learners that share work across towers override this)."""
         return Prompts(
             text=[self.text_context(k, image_features) for k in range(self.text_rows)],
             vision=[self.vision_context(k) for k in range(self.vision_rows)],
+            fusion=[self.fusion_context(k) for k in range(self.fusion_rows)],
         )
 
     def describe(self) -> list[str]:
@@ -149,7 +163,7 @@ def build_prompt_learner(strategy: str, params: Mapping[str, Any], ctx: LearnerC
     """Build the learner of ``strategy`` (None: no prompts), or say plainly that this build lacks it or that the
     pair does not apply (by the towers the context shows, and its family when the model passed one)."""
     info = get_strategy(strategy)  # unknown names raise the catalog's error with close matches
-    reason = incompatibility(info, ctx.prompt_towers, ctx.model_name, ctx.family)
+    reason = incompatibility(info, ctx.prompt_towers, ctx.model_name, ctx.family, ctx.tower_notes)
     if reason:
         raise StrategyNotImplementedError(reason)
     cls = learner_class(info)
@@ -171,7 +185,7 @@ def check_num_context(num_context: int) -> None:
 
 def check_depth(depth: int, towers: frozenset[str], ctx: LearnerContext) -> None:
     """1 <= depth <= layers of every prompted tower (fresh tokens at layers 1..depth)."""
-    limits = {"text": ctx.text_layers, "vision": ctx.vision_layers}
+    limits = {"text": ctx.text_layers, "vision": ctx.vision_layers, "fusion": ctx.fusion_layers}
     for tower in sorted(towers):
         layers = limits[tower]
         if layers is None:

@@ -11,7 +11,7 @@ from ..datasets import DatasetInfo, custom_dataset_info, get_dataset
 from ..models import get_model_info
 from ..spec.distributions import strategy_dims
 from ..spec.types import Distribution, StudySpec
-from ..strategies import get_strategy, incompatibility
+from ..strategies import get_strategy, refusal
 from .sampling import sample
 from .trial import Trial, canonical_json, round_value
 
@@ -112,13 +112,12 @@ def expand(spec: StudySpec) -> Expansion:
     cells: list[Cell] = []
     objective = {"metric": spec.search.objective_metric, "mode": spec.search.objective_mode}
     for model in spec.models:
-        towers = get_model_info(model).prompt_towers
         for dataset in spec.datasets:
             for strategy in (*spec.strategies, *spec.baselines):
                 info = get_strategy(strategy)
                 cell = Cell(model, dataset, strategy)
                 cells.append(cell)
-                reason = incompatibility(info, towers, model, get_model_info(model).family)
+                reason = refusal(info, get_model_info(model))
                 if reason:
                     cell.skipped = reason
                     continue
