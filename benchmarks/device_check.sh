@@ -27,5 +27,6 @@ for p in sorted(pathlib.Path("/tmp/vb-runs/quickstart/trials").glob("*/metrics.j
           "peak MB", round(m["peak_memory_mb"], 1), "wall s", round(m["wall_time_s"], 1))
 PY
 python3 benchmarks/step_time.py --device cuda --repeats 20 --json "$OUT/step_time_cuda.json" 2>&1 | tee "$OUT/step_time.log"
+python3 benchmarks/sam3_step_time.py --device cuda --ks 1,4,8 --batch 4 --repeats 3 --json "$OUT/sam3_step_cuda.json" 2>&1 | tee "$OUT/sam3_step.log"
 python3 benchmarks/data_pipeline.py --device cuda --workers 8 --source-sizes 560x510 1500x1000 --ablate-affine \
   --json "$OUT/data_pipeline_cuda.json" 2>&1 | tee "$OUT/data_pipeline.log"

@@ -56,3 +56,25 @@ def test_fused_vpt_step_on_cuda_matches_solo() -> None:
                 assert gap <= 1e-4 * max(1e-3, float(p.grad.abs().max())), (name, gap)
                 checked += 1
         assert checked > 0
+
+
+def test_sam3_coop_pack_in_bf16_on_cuda_matches_solo() -> None:
+    """SAM 3's frozen image pass in bf16 autocast, once for the pack: each CoOp member's logits equal its solo
+    forward under the same autocast (the shared pass is the same computation, so only reduction order differs)."""
+    dev = torch.device("cuda")
+    build = [{"prompt_depth": d, "num_context": 4} for d in (3, 1, 2)]
+    base = create_model("sam3-tiny", "coop", build[0], random_init=True).to(dev).eval()
+    members = [base] + [packed.member_model(base, "coop", p).to(dev).eval() for p in build[1:]]
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, base.image_size, base.image_size, device=dev)
+    tokens = base.tokenize(["polyp", "benign tumour"])
+    ids, mask = tokens["input_ids"].to(dev), tokens["attention_mask"].to(dev)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        shared, features = packed.shared_image(base, pixels)
+        assert shared.fpn[0].dtype == torch.bfloat16
+        for m in members:
+            alone = m(pixels, ids, mask).float()
+            together = packed.logits_from_shared(
+                m, shared, packed.member_prompts(m, features), pixels, ids, mask
+            ).float()
+            assert float((alone - together).abs().max()) <= 1e-2 * max(1.0, float(alone.abs().max()))

@@ -11,7 +11,7 @@ pytest.importorskip("open_clip")
 
 from vlsm_batch.jobs import estimate  # noqa: E402
 from vlsm_batch.models import MODELS, get_model_info  # noqa: E402
-from vlsm_batch.models.configs import ARCHITECTURES, CLIPSegArch, CRISArch  # noqa: E402
+from vlsm_batch.models.configs import ARCHITECTURES, CLIPSegArch, CRISArch, Sam3Arch  # noqa: E402
 from vlsm_batch.models.factory import create_model  # noqa: E402
 
 
@@ -51,6 +51,26 @@ def test_declared_facts_match_the_built_model(built) -> None:
         # tokens (reference §2.4); neither tower may be exceeded
         deepest = max(model.extract_layers) + 1
         assert info.max_prompt_depth == min(deepest + 1, info.text_layers, info.vision_layers)
+    elif isinstance(arch, Sam3Arch):
+        sam3 = model.sam3
+        text, vit = sam3.text_encoder.text_model, sam3.vision_encoder.backbone
+        assert info.family == "sam3" and info.prompt_towers == {"text", "fusion"}
+        assert len(text.encoder.layers) == info.text_layers == arch.text.layers == info.max_prompt_depth
+        assert text.embeddings.token_embedding.embedding_dim == info.text_width == arch.text.width
+        assert text.embeddings.token_embedding.num_embeddings == arch.vocab_size
+        assert len(vit.layers) == info.vision_layers == arch.vit.layers
+        assert vit.embeddings.patch_embeddings.projection.out_channels == info.vision_width == arch.vit.width
+        assert [i for i, layer in enumerate(vit.layers) if layer.window_size == 0] == list(arch.global_layers)
+        assert {layer.window_size for layer in vit.layers} == {0, arch.window_size}
+        assert len(sam3.detr_encoder.layers) == info.fusion_layers == arch.fusion.layers
+        assert sam3.detr_encoder.layers[0].mlp.fc1.out_features == arch.fusion.mlp
+        assert len(sam3.detr_decoder.layers) == arch.decoder_layers
+        assert info.max_num_context == arch.context_length - 3
+        pixels = torch.zeros(1, 3, info.image_size, info.image_size)
+        with torch.no_grad():
+            image = model.encode_image(pixels)
+        assert image.fpn[-1].shape[-2:] == (arch.grid, arch.grid) and image.fpn[0].shape[-1] == arch.mask_size
+        assert arch.vision_tokens == arch.grid**2
     else:
         assert isinstance(arch, CRISArch)
         clip = model.cris.backbone

@@ -3,10 +3,12 @@ compute the frozen parts once for all of them.
 
 * :func:`member_model` wraps the *same* frozen model object with another trial's prompts (and head), so a pack
   holds the frozen weights once.
-* Text-side strategies (CoOp, CoCoOp, zero-shot, and any learner without visual prompts): the prompt-free image
-  forward does not depend on the trial, so :func:`shared_image` runs it once per batch and
-  :func:`logits_from_shared` runs each member's prompts, text forward, decoder and head on it. This is the same
-  arithmetic as the member's own ``forward`` (exact, not an approximation).
+* Text-side strategies (CoOp, CoCoOp, zero-shot, any learner without visual prompts, and SAM 3's detr_vpt, whose
+  tokens enter after its frozen ViT): the prompt-free image forward does not depend on the trial, so
+  :func:`shared_image` runs it once per batch and :func:`logits_from_shared` runs each member's prompts, text
+  forward, decoder and head on it. This is the same arithmetic as the member's own ``forward`` (exact, not an
+  approximation). Each segmenter family implements the three hooks (``member``, ``shared_image``,
+  ``logits_from_shared``), so a new model packs without changes here.
 * Visual strategies (VPT, MaPLe, Shared-Separate, Shared-Attention) on CLIPSeg: the prompts enter the image tower,
   so nothing is shared but the weights. :func:`fused_logits` stacks the K members' token sequences into one batch
   (each block with its own prompts, deep prompts replaced block by block) and runs every frozen layer once on
