@@ -90,7 +90,8 @@ def test_trainable_parameter_counts() -> None:
     assert cocoop.trainable_parameter_count() == 2 * 4 * TEXT + meta
     assert all(n.startswith("learner.") for n in _trainable(cocoop))
     head = tiny("coop", 1, learnable_upsampler=True)
-    assert head.trainable_parameter_count() == 4 * TEXT + FUSION * 25 + 1 + 1  # 5x5 conv to 1 channel + bias + r
+    # 1x1 conv to 64 (no bias), 5x5 conv to 1 channel + bias, the blend ratio r
+    assert head.trainable_parameter_count() == 4 * TEXT + FUSION * 64 + 64 * 25 + 1 + 1
     assert create_model("sam3-tiny", "zero_shot", {}).trainable_parameter_count() == 0
     fine = create_model("sam3-tiny", "finetune", {})
     sam3 = fine.sam3

@@ -40,10 +40,11 @@ def batch(model: CLIPSegPromptedSegmenter, seed: int = 1) -> dict[str, torch.Ten
 
 
 def test_every_strategy_and_baseline_is_implemented_for_clipseg() -> None:
-    text_only = {"coop", "cocoop", "zero_shot", "finetune"}  # CRIS takes text prompts only
+    text_only = {"coop", "cocoop", "zero_shot", "finetune"}  # CRIS takes text prompts only; SAM 3 these and detr_vpt
     for name in (*STRATEGIES, "zero_shot", "finetune"):
-        expected = {"clipseg", "cris"} if name in text_only else {"clipseg"}
+        expected = {"clipseg", "cris", "sam3"} if name in text_only else {"clipseg"}
         assert get_strategy(name).implemented_for == frozenset(expected), name
+    assert get_strategy("detr_vpt").implemented_for == frozenset({"sam3"})
 
 
 # -- trainability and gradients ---------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ zero-shot logits against ``Sam3Model.forward(...).semantic_seg``):
 * fusion: the DETR encoder's layers (self-attention over the image tokens with sine positions, cross-attention
   to the prompt features); ``detr_vpt`` appends its tokens here (position 0) and drops them after the encoder;
 * mask decoder: prompt cross-attention, pixel decoder over the FPN levels with the encoder output, semantic
-  projection. The optional learnable upsampler reads the pixel embedding.
+  projection. The optional learnable upsampler (CRIS's: 1x1 conv to 64, bilinear, 5x5 conv) reads the pixel
+  embedding.
 
 Text prompts are the dataset's class prompt as a noun phrase (SAM 3's prompt format: no "." is appended, unlike the
 CLIP-based models). ``finetune`` trains what is practical and on the mask path: the text tower, the text
@@ -46,7 +47,8 @@ from ..strategies.impl import LearnerContext, PromptLearner, Prompts
 from . import placement
 from .clipseg import run_layer, text_mask
 from .configs import SAM3, SAM3_TINY, Sam3Arch
-from .prompted import LearnableUpsampler, ModelLoadError, PromptedSegmenter, freeze, seeded, wrap_segmenter
+from .cris_layers import CRISUpsampler
+from .prompted import ModelLoadError, PromptedSegmenter, freeze, seeded, wrap_segmenter
 from .tokenizer import load_tokenizer, offline_clip_tokenizer
 
 DEFAULT_WEIGHTS = "facebook/sam3"
@@ -94,7 +96,8 @@ class Sam3PromptedSegmenter(PromptedSegmenter):
                 part.requires_grad_(True).train()
         config = model.config
         fusion = config.detr_encoder_config.hidden_size
-        head = LearnableUpsampler(fusion) if learnable_upsampler else None
+        # CRIS's head shape (1x1 conv to 64 first): a 256-channel map upsampled to 1008 px would be 1 GB per image
+        head = CRISUpsampler(fusion) if learnable_upsampler else None
         super().__init__(
             tokenizer=tokenizer,
             image_size=image_size,
@@ -127,7 +130,13 @@ class Sam3PromptedSegmenter(PromptedSegmenter):
 
     def describe_prompts(self) -> list[str]:
         if not self.finetune:
-            return super().describe_prompts()
+            lines = super().describe_prompts()
+            if self.head is not None:
+                lines[-1] = (
+                    "head: learnable upsampler on the mask decoder's pixel embedding (1x1 conv to 64, bilinear, "
+                    "5x5 conv), blended (1 - r)·frozen + r·head, r learnable (init 0.5)"
+                )
+            return lines
         return [
             f"no prompts: {self.name}'s text tower, text projection, DETR encoder and mask decoder are trained "
             f"({self.strategy}); the PE ViT and FPN neck stay frozen and run without gradient, and the DETR decoder, "
