@@ -79,15 +79,15 @@ def _record(layers: Sequence[nn.Module]) -> tuple[list[torch.Tensor], list[torch
 
 
 def _text_parts(model) -> tuple[Sequence[nn.Module], nn.Module, torch.Tensor]:
-    if hasattr(model, "clipseg"):
-        text = model.clipseg.clip.text_model
+    if hasattr(model, "clipseg") or hasattr(model, "sam3"):
+        text = model.clipseg.clip.text_model if hasattr(model, "clipseg") else model.sam3.text_encoder.text_model
         return text.encoder.layers, text.embeddings.token_embedding, text.embeddings.position_embedding.weight
     clip = model.cris.backbone
     return clip.transformer.resblocks, clip.token_embedding, clip.positional_embedding
 
 
-@pytest.mark.parametrize("name", ["clipseg-tiny", "cris-tiny"])
-def test_text_prompts_on_both_models(name: str) -> None:
+@pytest.mark.parametrize("name", ["clipseg-tiny", "cris-tiny", "sam3-tiny"])
+def test_text_prompts_on_every_model(name: str) -> None:
     params = {"prompt_depth": DEPTH, "num_context": N, "context_init": None}
     model = create_model(name, "coop", params, random_init=True)
     layers, embedding, positions = _text_parts(model)
@@ -102,6 +102,9 @@ def test_text_prompts_on_both_models(name: str) -> None:
             )
             model.encode_text(enc["input_ids"], enc["attention_mask"], prompts.text)
             pooled = norm_in[0]
+        elif hasattr(model, "sam3"):
+            features, valid = model.encode_text(enc["input_ids"], enc["attention_mask"], prompts.text)
+            assert valid[:, : N + 1].all()  # BOS and the n prompts are prompt features for the DETR stages
         else:
             words, pad, _ = model.cris.encode_text(enc["input_ids"], enc["attention_mask"], prompts.text)
             assert not pad[:, : N + 1].any()  # BOS and the n prompts are never padding for the decoder
@@ -129,6 +132,9 @@ def test_text_prompts_on_both_models(name: str) -> None:
     assert torch.equal(first[rows, eos], embedding(ids[rows, eos - N]) + positions[eos])
     if hasattr(model, "clipseg"):
         assert torch.equal(pooled, outputs[-1][rows, eos])
+    elif hasattr(model, "sam3"):  # every token, prompts included, after the final LayerNorm and SAM 3's projection
+        text = model.sam3.text_encoder.text_model
+        assert torch.equal(features, model.sam3.text_projection(text.final_layer_norm(outputs[-1])))
     else:
         clip = model.cris.backbone
         assert torch.equal(words, clip.ln_final(outputs[-1]))
