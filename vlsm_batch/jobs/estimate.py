@@ -76,7 +76,7 @@ class Tower:
     width: int
     layers: int
     mlp: int
-    act: str = "quick_gelu"  # "quick_gelu" | "relu"
+    act: str = "quick_gelu"  # "quick_gelu" | "gelu" | "relu"
 
     @property
     def layer_params(self) -> int:
@@ -92,7 +92,7 @@ class Tower:
 
     def saved(self, tokens: float, trained: bool, layers: int | None = None) -> float:
         """Elements autograd keeps for backward (fused attention)."""
-        frozen_m, trained_m = (1, 1) if self.act == "relu" else (2, 3)
+        frozen_m, trained_m = {"relu": (1, 1), "gelu": (1, 2)}.get(self.act, (2, 3))  # QuickGELU keeps 2
         per_token = 8 * self.width + trained_m * self.mlp if trained else 6 * self.width + frozen_m * self.mlp
         return (self.layers if layers is None else layers) * tokens * per_token
 
@@ -209,12 +209,42 @@ class CRISArch:
     dec_layers: int = 3
 
 
-def _tower(t: configs.Tower) -> Tower:
-    return Tower(t.width, t.layers, t.mlp)
+@dataclass(frozen=True)
+class Sam3Arch:
+    """``models.sam3.sam3_config`` as numbers: PE ViT + FPN neck, CLIP text tower, DETR encoder, mask decoder
+    (the DETR decoder and the other heads are weights only: the semantic-mask path never runs them)."""
+
+    image: int
+    vit: Tower
+    patch: int
+    window: int
+    global_layers: int  # how many ViT layers attend globally (the rest within windows)
+    position_image: int
+    text: Tower
+    vocab: int
+    positions: int
+    clip_projection: int  # CLIP's pooled text projection (in the weights, not run)
+    fusion: Tower  # DETR encoder: width, layers, FFN
+    heads: int
+    decoder_layers: int
+    queries: int
+    geometry_layers: int
 
 
-def _arch(a: configs.CLIPSegArch | configs.CRISArch) -> CLIPSegArch | CRISArch:
+def _tower(t: configs.Tower, act: str = "quick_gelu") -> Tower:
+    return Tower(t.width, t.layers, t.mlp, act)
+
+
+def _arch(a: configs.CLIPSegArch | configs.CRISArch | configs.Sam3Arch) -> Arch:
     """The cost model's view of the builders' config (``models.configs``: the one place the numbers live)."""
+    if isinstance(a, configs.Sam3Arch):
+        return Sam3Arch(
+            image=a.image_size, vit=_tower(a.vit, "gelu"), patch=a.patch_size, window=a.window_size,
+            global_layers=len(a.global_layers), position_image=a.position_image_size, text=_tower(a.text, "gelu"),
+            vocab=a.vocab_size, positions=a.context_length, clip_projection=a.text_projection_dim,
+            fusion=_tower(a.fusion, "relu"), heads=a.fusion.heads, decoder_layers=a.decoder_layers, queries=a.queries,
+            geometry_layers=a.geometry_layers,
+        )  # fmt: skip
     if isinstance(a, configs.CLIPSegArch):
         return CLIPSegArch(
             image=a.image_size, text=_tower(a.text), vision=_tower(a.vision), patch=a.patch_size,
@@ -228,7 +258,8 @@ def _arch(a: configs.CLIPSegArch | configs.CRISArch) -> CLIPSegArch | CRISArch:
     )  # fmt: skip
 
 
-ARCHITECTURES: dict[str, CLIPSegArch | CRISArch] = {name: _arch(a) for name, a in configs.ARCHITECTURES.items()}
+Arch = CLIPSegArch | CRISArch | Sam3Arch
+ARCHITECTURES: dict[str, Arch] = {name: _arch(a) for name, a in configs.ARCHITECTURES.items()}
 
 
 @dataclass(frozen=True)
@@ -397,6 +428,102 @@ def cris_stages(arch: CRISArch, n_text: int, upsampler: bool) -> Stages:
     return Stages(image, text, decoder, head, fixed_params=1, loss_elements=LOSS_MAPS * s * s)  # + logit scale
 
 
+def _attention_params(width: int) -> int:
+    return 4 * linear(width, width)  # q, k, v, o with biases
+
+
+def sam3_stages(arch: Sam3Arch, n_text: int, n_fusion: int, upsampler: bool) -> Stages:
+    """SAM 3 per image, as ``models.sam3`` runs it: the frozen image pass (ViT with windowed and global layers,
+    FPN neck: 4 levels), the text tower on every token with SAM 3's projection, and as "decoder" the DETR encoder
+    (+ ``n_fusion`` prompt tokens) and the mask decoder's semantic path (prompt cross-attention, pixel decoder over
+    the x2 and x4 levels, 1-channel projection)."""
+    s, p, v, f = arch.image, arch.patch, arch.vit, arch.fusion.width
+    g = s // p
+    t = g * g
+    windows = -(-g // arch.window)
+    padded = windows * windows * arch.window**2  # windowed layers attend over the grid padded to whole windows
+    n_glob, n_win = arch.global_layers, v.layers - arch.global_layers
+    w, m = v.width, v.mlp
+    patch_flops = 2.0 * 3 * p * p * w * t
+    vit_linear = n_glob * 2.0 * t * (4 * w * w + 2 * w * m) + n_win * 2.0 * (padded * 4 * w * w + t * 2 * w * m)
+    vit_attn = n_glob * 4.0 * t * t * w + n_win * 4.0 * padded * arch.window**2 * w
+    levels = [(4 * g) ** 2, (2 * g) ** 2, g * g, (g // 2) ** 2]  # x4, x2, x1, x0.5
+    neck_flops = 2.0 * w * (w // 2) * levels[1] + 2.0 * (w // 2) * (w // 4) * levels[0]  # x4's two transposed convs
+    neck_flops += 2.0 * w * (w // 2) * levels[1]  # x2's transposed conv
+    neck_params = 2 * (w * (w // 2) * 4 + w // 2) + (w // 2) * (w // 4) * 4 + w // 4  # the transposed convs
+    for cin, hw in zip((w // 4, w // 2, w, w), levels, strict=True):
+        neck_flops += 2.0 * (cin * f + 9 * f * f) * hw  # proj1 (1x1) and proj2 (3x3)
+        neck_params += linear(cin, f) + 9 * f * f + f
+    positions = (arch.position_image // p) ** 2
+    image = Stage(
+        params=3 * p * p * w + positions * w + 2 * w + v.layers * v.layer_params + neck_params,
+        flops=patch_flops + vit_linear + vit_attn + neck_flops,
+        attn=vit_attn,
+        working=v.working(t) + padded * w,
+        kept=2 * f * sum(levels[:3]) + w * t,  # three FPN levels + their sine positions, the ViT output
+        no_input_grad=patch_flops,
+    )
+    tx, words = arch.text, TEXT_TOKENS + n_text
+    text_params = arch.vocab * tx.width + arch.positions * tx.width + tx.layers * tx.layer_params + 2 * tx.width
+    text = Stage(
+        params=text_params + linear(tx.width, f),
+        flops=tx.linear_flops(words) + tx.attn_flops(words) + 2.0 * words * tx.width * f,
+        attn=tx.attn_flops(words),
+        saved=tx.saved(words, False) + 2 * words * tx.width,  # + final LayerNorm input, embeddings
+        saved_trained=tx.saved(words, True) + 3 * words * tx.width,
+        working=tx.working(words),
+        matmul_params=tx.layers * tx.layer_params + linear(tx.width, f),
+    )
+    d, tv = arch.fusion, t + n_fusion
+    enc_layer = 2 * _attention_params(f) + linear(f, d.mlp) + linear(d.mlp, f) + 6 * f
+    enc_linear = 2.0 * (tv * (4 * f * f + 2 * f * f + 2 * f * d.mlp) + words * 2 * f * f)
+    enc_attn = 4.0 * tv * tv * f + 4.0 * tv * words * f
+    cross_linear = 2.0 * (t * 2 * f * f + words * 2 * f * f)
+    cross_attn = 4.0 * t * words * f
+    pixel_hw = levels[0] + levels[1]
+    pixel_flops = 2.0 * 9 * f * f * pixel_hw + 2.0 * f * levels[0]  # two 3x3 convs, the semantic 1x1
+    mask_params = _attention_params(f) + 2 * f + 3 * (9 * f * f + f) + 3 * 2 * f + linear(f, f) + linear(f, 1)
+    mask_params += 3 * linear(f, f)  # the instance mask embedder (weights only)
+    decoder = Stage(
+        params=d.layers * enc_layer + mask_params,
+        flops=d.layers * (enc_linear + enc_attn) + cross_linear + cross_attn + pixel_flops,
+        attn=d.layers * enc_attn + cross_attn,
+        # per encoder layer and image token: 3 LayerNorm inputs, q/k/v/out of self-attention, q/out of
+        # cross-attention, the ReLU (9 f + m; without fusion prompts the first self-attention sees no input that
+        # needs a gradient and keeps nothing); mask decoder: its cross-attention (3 f per token), conv inputs,
+        # GroupNorm inputs and ReLU outputs of the pixel decoder (3 f per position). Measured on sam3 at 168 px.
+        saved=d.layers * (tv * (9 * f + d.mlp) + 2 * words * f)
+        - (0 if n_fusion else 5 * t * f)
+        + 3 * t * f
+        + 3 * f * pixel_hw,
+        saved_trained=d.layers * (tv * (8 * f + 2 * d.mlp) + 4 * words * f) + 4 * t * f + 3 * f * pixel_hw,
+        working=f * levels[0] * 3,
+        matmul_params=d.layers * enc_layer + mask_params,
+    )
+    head = Stage(0, 0.0)
+    if upsampler:  # CRIS's head shape on the x4 pixel embedding
+        head = Stage(
+            params=f * 64 + 25 * 64 + 2,
+            flops=2.0 * f * 64 * levels[0] + 2.0 * 25 * 64 * s * s,
+            saved=(HEAD_MAPS * 64 + HEAD_BLEND_MAPS) * s * s + f * levels[0],
+            saved_trained=(HEAD_MAPS * 64 + HEAD_BLEND_MAPS) * s * s + f * levels[0],
+            working=2 * 64 * s * s,
+        )
+    return Stages(image, text, decoder, head, fixed_params=sam3_off_path_params(arch), loss_elements=LOSS_MAPS * s * s)
+
+
+def sam3_off_path_params(arch: Sam3Arch) -> int:
+    """Weights of SAM 3 the semantic path never runs (always frozen): DETR decoder with its queries and box and
+    presence heads, geometry (exemplar) encoder, dot-product scoring, CLIP's pooled text projection."""
+    f, ffn = arch.fusion.width, arch.fusion.mlp
+    layer = 3 * _attention_params(f) + linear(f, ffn) + linear(ffn, f) + 8 * f
+    decoder = arch.decoder_layers * layer + arch.queries * (f + 4) + 8 * f * f + 2 * f * 4 * f
+    geometry = arch.geometry_layers * layer + 12 * f * f
+    scoring = 2 * linear(f, f) + 3 * linear(f, ffn // 4) + 2 * f
+    clip_projection = arch.text.width * arch.clip_projection  # CLIP's pooled text projection
+    return decoder + geometry + scoring + clip_projection
+
+
 # ------------------------------------------------------------------------------------------- strategies and trials
 @dataclass(frozen=True)
 class Role:
@@ -415,21 +542,33 @@ def known(model: str) -> bool:
     return model in ARCHITECTURES
 
 
-def strategy_role(strategy: str) -> Role:
-    """The role of a catalog strategy (by its towers; baselines by name, an unknown one as full fine-tuning)."""
+def strategy_role(strategy: str, model: str | None = None) -> Role:
+    """The role of a catalog strategy (by its towers; baselines by name, an unknown one as full fine-tuning).
+    SAM 3's finetune keeps its image encoder frozen (``models.sam3``)."""
     if strategy == "zero_shot":
         return Role(trains=False, decoder_grad=False, shares_image=True)
     if strategy == "decoder_finetune":
         return Role(decoder_grad=False, trained=frozenset({"decoder"}), shares_image=True)
     info = get_strategy(strategy)
     if info.baseline or not info.towers:
+        if model is not None and isinstance(ARCHITECTURES.get(model), Sam3Arch):
+            return Role(text_grad=True, trained=frozenset({"text", "decoder"}))
         return Role(trained=frozenset({"image", "text", "decoder"}))
     vision = "vision" in info.towers
     return Role(image_grad=vision, text_grad="text" in info.towers, shares_image=not vision)
 
 
-def learner_params(arch: CLIPSegArch | CRISArch, strategy: str, p: Mapping[str, Any]) -> int:
+def _image_feature(arch: Arch) -> int:
+    """Width of the image feature CoCoOp's meta-net reads."""
+    if isinstance(arch, CLIPSegArch):
+        return arch.projection
+    return arch.vit.width if isinstance(arch, Sam3Arch) else arch.state
+
+
+def learner_params(arch: Arch, strategy: str, p: Mapping[str, Any]) -> int:
     """Trainable prompt parameters (``strategies/*.py``'s shapes), without the head."""
+    if strategy == "detr_vpt" and isinstance(arch, Sam3Arch):
+        return int(p["prompt_depth"]) * int(p["num_context"]) * arch.fusion.width
     if strategy not in ("coop", "cocoop", "vpt", "maple", "shared_separate", "shared_attn"):
         return 0
     d, n = int(p["prompt_depth"]), int(p["num_context"])
@@ -445,7 +584,7 @@ def learner_params(arch: CLIPSegArch | CRISArch, strategy: str, p: Mapping[str, 
     if strategy == "coop":
         return d * n * dt
     if strategy == "cocoop":
-        feature = arch.projection if isinstance(arch, CLIPSegArch) else arch.state
+        feature = _image_feature(arch)
         return d * n * dt + stack(d, projection_params(feature, dt, hidden, lora, final_bias=False, norm=True))
     if strategy == "vpt":
         return rows * n * dv
@@ -459,7 +598,7 @@ def learner_params(arch: CLIPSegArch | CRISArch, strategy: str, p: Mapping[str, 
     return d * n * joint + stack(d, 4 * joint * joint + 2 * joint * ffn + 9 * joint + ffn)
 
 
-def learner_saved(arch: CLIPSegArch | CRISArch, strategy: str, p: Mapping[str, Any]) -> float:
+def learner_saved(arch: Arch, strategy: str, p: Mapping[str, Any]) -> float:
     """Elements a prompt learner keeps for backward per step (not per image): Shared-Attention's joint layers on
     depth x n tokens; the other learners' are below 0.1 % of a step's and not counted."""
     if strategy != "shared_attn" or not isinstance(arch, CLIPSegArch):
@@ -478,7 +617,7 @@ def projection_macs(cin: int, cout: int, hidden: int | None, lora: bool) -> int:
     return cin * hidden + hidden * cout
 
 
-def learner_flops(arch: CLIPSegArch | CRISArch, strategy: str, p: Mapping[str, Any]) -> tuple[float, float]:
+def learner_flops(arch: Arch, strategy: str, p: Mapping[str, Any]) -> tuple[float, float]:
     """Forward FLOPs of a prompt learner: (per forward pass, per image). CoCoOp's meta-net runs per image; the
     projections and joint layers of the multimodal learners once per forward, on depth x n tokens."""
     if strategy not in ("cocoop", "maple", "shared_separate", "shared_attn"):
@@ -487,8 +626,7 @@ def learner_flops(arch: CLIPSegArch | CRISArch, strategy: str, p: Mapping[str, A
     hidden = None if p.get("intermediate_dim") is None else int(p["intermediate_dim"])
     lora = bool(p.get("use_lora", False))
     if strategy == "cocoop":
-        feature = arch.projection if isinstance(arch, CLIPSegArch) else arch.state
-        return 0.0, 2.0 * d * projection_macs(feature, dt, hidden, lora)
+        return 0.0, 2.0 * d * projection_macs(_image_feature(arch), dt, hidden, lora)
     assert isinstance(arch, CLIPSegArch)
     dv, rows = arch.vision.width, min(d, max(arch.extract) + 1)
     if strategy == "maple":
@@ -515,6 +653,8 @@ def model_stages(model: str, strategy: str, params: Mapping[str, Any]) -> Stages
     n = int(p.get("num_context", 0)) if info.towers else 0
     n_text = n if "text" in info.towers else 0
     upsampler = bool(p.get("learnable_upsampler", False))
+    if isinstance(arch, Sam3Arch):
+        return sam3_stages(arch, n_text, n if "fusion" in info.towers else 0, upsampler)
     if isinstance(arch, CLIPSegArch):
         n_vision = n if "vision" in info.towers else 0
         return clipseg_stages(arch, n_text, n_vision, pooled=strategy == "cocoop", upsampler=upsampler)
@@ -565,7 +705,7 @@ def _trial_memory(
 ) -> MemoryEstimate:
     p, t = resolved(strategy, dict(params)), dict(train)
     st = model_stages(model, strategy, p)
-    role = strategy_role(strategy)
+    role = strategy_role(strategy, model)
     arch = ARCHITECTURES[model]
     weight_b, act_b = precision_bytes(t)
     batch = int(t.get("batch_size", 1))
@@ -655,7 +795,7 @@ def trial_flops(model: str, strategy: str, params: Mapping[str, Any], batch: int
 def _trial_flops(model: str, strategy: str, params: tuple[tuple[str, Any], ...], batch: int) -> StepFlops:
     p = resolved(strategy, dict(params))
     st = model_stages(model, strategy, p)
-    role = strategy_role(strategy)
+    role = strategy_role(strategy, model)
     per_forward, per_image = learner_flops(ARCHITECTURES[model], strategy, p)
     learner = per_image + per_forward / batch
     grad = {"image": role.image_grad, "text": role.text_grad, "decoder": role.decoder_grad}
