@@ -29,9 +29,10 @@ Device time (:func:`trial_flops`, :func:`run_flops`, :meth:`Device.seconds`): FL
 stage that runs + backward of the stages the gradient passes through (1x their forward through frozen weights, 2x
 where weights train; activation x activation products such as attention scores 2x), times (train images x
 max_epochs + val images x max_epochs + val + test once at the end). The frozen image forward of coop, cocoop,
-decoder_finetune and zero_shot is counted once per pack, not per member. Divided by a stated throughput (peak x
-utilisation), plus a start-up time per process. Adaptive (tpe) trials are estimated with the catalog defaults of
-the values not asked yet; max_epochs is an upper bound (early stopping and pruning end trials sooner).
+decoder_finetune, zero_shot (and SAM 3's detr_vpt) is counted once per pack, not per member. Divided by a stated
+throughput (peak x utilisation), plus a start-up time per process. Adaptive (tpe) trials are estimated with the
+catalog defaults of the values not asked yet; max_epochs is an upper bound (early stopping and pruning end trials
+sooner).
 """
 
 from __future__ import annotations
