@@ -126,6 +126,25 @@ def test_memory_estimate_reads_the_same_architecture(name: str) -> None:
             arch.extract_layers,
             arch.decoder_mlp,
         )
+    elif isinstance(arch, Sam3Arch):
+        assert (est.vit.width, est.vit.layers, est.vit.mlp, est.patch, est.window) == (
+            arch.vit.width,
+            arch.vit.layers,
+            arch.vit.mlp,
+            arch.patch_size,
+            arch.window_size,
+        )
+        assert est.global_layers == len(arch.global_layers) and est.position_image == arch.position_image_size
+        assert (est.fusion.width, est.fusion.layers, est.fusion.mlp) == (
+            arch.fusion.width,
+            arch.fusion.layers,
+            arch.fusion.mlp,
+        )
+        assert (est.decoder_layers, est.queries, est.clip_projection) == (
+            arch.decoder_layers,
+            arch.queries,
+            arch.text_projection_dim,
+        )
     else:
         assert (est.rn_width, est.rn_layers, est.embed, est.fpn_in, est.fpn_out, est.state, est.dec_ffn) == (
             arch.rn_width,
