@@ -37,9 +37,24 @@ def _spec(tmp_path: Path) -> Path:
     return spec
 
 
+def _own_depth(spec: Path) -> None:
+    """detr_vpt's own depth range: sam3-tiny's DETR encoder has 3 layers, the shared space goes to 4."""
+    text = spec.read_text()
+    line = "    prompt_depth: {int: [1, 4]}\n"
+    assert line in text
+    spec.write_text(text.replace(line, line + "  per_strategy:\n    detr_vpt: {prompt_depth: {int: [1, 3]}}\n"))
+
+
 @pytest.mark.slow
 def test_quickstart_with_sam3_end_to_end(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
+    refused = _cli(["validate", str(spec)], tmp_path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert (
+        "DETR encoder layers 3" in refused.stdout + refused.stderr
+        and "per_strategy.detr_vpt" in refused.stdout + refused.stderr
+    )
+    _own_depth(spec)
     validate = _cli(["validate", str(spec)], tmp_path)
     assert validate.returncode == 0, validate.stdout + validate.stderr
     assert "vpt skipped for sam3-tiny" in validate.stdout + validate.stderr

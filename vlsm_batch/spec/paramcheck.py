@@ -37,7 +37,7 @@ def _specs(name: str, strategies: list[StrategyInfo]) -> list[ParamSpec]:
     for info in strategies:
         p = info.param(name)
         if p is not None:
-            out.setdefault((p.kind, p.low, p.high, p.choices, p.nullable), p)
+            out.setdefault((p.kind, p.low, p.high, p.choices, p.nullable, p.model_bound), p)
     return list(out.values())
 
 
@@ -166,8 +166,11 @@ def _check_shared(ctx: CheckContext, path: KeyPath, name: str, listed: list[Stra
 def _check_space(ctx: CheckContext, listed: list[StrategyInfo]) -> None:
     for name, dist in ctx.section("search", "space").items():
         path = ("search", "space", name)
+        # a strategy with its own range for the parameter (search.per_strategy) never sees the shared one
+        sees = [i for i in listed if name not in ctx.section("search", "per_strategy", i.name)]
         if ctx.ok(path):
-            check_dimension(ctx, path, name, dist, _check_shared(ctx, path, name, listed))
+            specs = _check_shared(ctx, path, name, sees) if sees or not listed else []
+            check_dimension(ctx, path, name, dist, specs)
 
 
 def report_unlisted(ctx: CheckContext, path: KeyPath, name: str, listed: list[str]) -> bool:

@@ -40,6 +40,7 @@ class ModelBound:
     rule: str  # "max" | "divides"
     label: str = ""  # how messages name the attribute (default: its name)
     verb: str = "larger"  # "max" messages: "<name> <value> is <verb> than <model> (<label> <limit>) allows"
+    hint: str = ""  # appended to the message: what to do about it
 
     def problem(self, name: str, value: Any, models: list[Any]) -> str | None:
         """Why ``value`` breaks this bound for some of ``models``, or None (non-integers are left to the kind
@@ -51,7 +52,7 @@ class ModelBound:
         if self.rule == "max":
             over = [(n, lim) for n, lim in limits if value > lim]
             which = ", ".join(f"{n} ({label} {lim})" for n, lim in over)
-            return f"{name} {value} is {self.verb} than {which} allows" if over else None
+            return f"{name} {value} is {self.verb} than {which} allows{self.hint}" if over else None
         if value < 1:
             return None
         bad = [(n, lim) for n, lim in limits if lim % value]
@@ -131,7 +132,13 @@ FUSION_DEPTH = _p(
     1,
     low=1,
     help="fresh prompt tokens at fusion-encoder layers 1..depth",
-    model_bound=ModelBound("fusion_layers", "max", label="DETR encoder layers", verb="deeper"),
+    model_bound=ModelBound(
+        "fusion_layers",
+        "max",
+        label="DETR encoder layers",
+        verb="deeper",
+        hint=" for detr_vpt: give it its own range under search.per_strategy.detr_vpt",
+    ),
 )
 FUSION_NCTX = _p("num_context", "int", 4, low=1, high=32, help="prompt tokens appended to the image tokens")
 
