@@ -62,6 +62,15 @@ def sam3_config(arch: Sam3Arch) -> Sam3Config:
     return Sam3Config(**arch.transformers_kwargs())
 
 
+def sub_configs(config: Sam3Config) -> tuple[Any, Any, Any]:
+    """(text, ViT, DETR encoder) configs. ``Sam3Config`` builds them from dicts or defaults at init; its field
+    annotations still list ``dict`` and ``None``."""
+    text, vision, fusion = config.text_config, config.vision_config, config.detr_encoder_config
+    if text is None or vision is None or fusion is None or isinstance(vision, dict):
+        raise ModelLoadError("SAM 3's config lacks its text, vision or DETR encoder part")
+    return text, vision.backbone_config, fusion
+
+
 class Sam3Image:
     """The frozen image pass of one batch: FPN levels (x4, x2, x1) with their sine positions, and the ViT mean."""
 
@@ -94,8 +103,8 @@ class Sam3PromptedSegmenter(PromptedSegmenter):
         if finetune:
             for part in (model.text_encoder.text_model, model.text_projection, model.detr_encoder, model.mask_decoder):
                 part.requires_grad_(True).train()
-        config = model.config
-        fusion = config.detr_encoder_config.hidden_size
+        text, vit, fusion_config = sub_configs(model.config)
+        fusion = fusion_config.hidden_size
         # CRIS's head shape (1x1 conv to 64 first): a 256-channel map upsampled to 1008 px would be 1 GB per image
         head = CRISUpsampler(fusion) if learnable_upsampler else None
         super().__init__(
@@ -103,7 +112,7 @@ class Sam3PromptedSegmenter(PromptedSegmenter):
             image_size=image_size,
             image_mean=image_mean,
             image_std=image_std,
-            max_text_tokens=config.text_config.max_position_embeddings,
+            max_text_tokens=text.max_position_embeddings,
             learner=learner,
             head=head,
             name=name,
@@ -111,8 +120,8 @@ class Sam3PromptedSegmenter(PromptedSegmenter):
         )
         self.sam3 = model
         self.finetune = finetune
-        self.patch_size = config.vision_config.backbone_config.patch_size
-        implementation = config.text_config._attn_implementation or "eager"
+        self.patch_size = vit.patch_size
+        implementation = text._attn_implementation or "eager"
         if implementation not in ("sdpa", "eager"):
             raise ModelLoadError(f"attention implementation {implementation!r} is not supported; use sdpa or eager")
         self._attn_implementation = implementation
@@ -257,8 +266,7 @@ def wrap_sam3(
     """Freeze ``model`` and add the learner of ``strategy`` (and the head); ``name`` is its catalog entry."""
     from . import get_model_info
 
-    config = model.config
-    text, vit, fusion = config.text_config, config.vision_config.backbone_config, config.detr_encoder_config
+    text, vit, fusion = sub_configs(model.config)
     info = get_model_info(name)
     ctx = LearnerContext(
         model_name=name,
