@@ -240,14 +240,19 @@ def test_outputs_tables_plots_report(study):
     a = syn.root / "analysis"
     for name in ("trials", "by_prompt_depth", "configs", "best_per_cell", "takeaway_depth", "takeaway_importance"):
         assert (a / "tables" / f"{name}.csv").is_file() and (a / "tables" / f"{name}.parquet").is_file(), name
-    for t in result.takeaways:
+    answered = [t for t in result.takeaways if t.spec.kind != "models"]
+    (models,) = [t for t in result.takeaways if t.spec.kind == "models"]
+    assert models.skipped == "the study has one model (clipseg): nothing to compare"  # said, not failed
+    assert not (a / "plots" / "takeaway_models.png").exists()
+    for t in answered:
         assert not t.skipped, (t.spec.name, t.skipped)
         assert (a / "plots" / f"takeaway_{t.spec.name}.png").read_bytes()[:4] == b"\x89PNG"
         assert b"<svg" in (a / "plots" / f"takeaway_{t.spec.name}.svg").read_bytes()[:400]
     html = (a / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == len(result.takeaways) + 1
+    assert html.count('src="data:image/png;base64,') == len(answered) + 1
     assert "http://" not in html and "https://" not in html  # nothing to fetch
-    for t in result.takeaways:
+    assert "Not answered: the study has one model (clipseg): nothing to compare." in html
+    for t in answered:
         assert t.sentence in unescape(html)
     md = (a / "summary.md").read_text()
     assert "## Takeaways" in md and "![depth](plots/takeaway_depth.png)" in md

@@ -30,7 +30,8 @@ TRAIN_PREFIX = "train."  # train settings as columns: train.max_epochs, train.ea
 SIG, CONFIG = "_sig", "config_id"
 # Columns added from the registries after collection (never cached: a registry edit must show at once).
 DERIVED = ("domain", "towers")
-TOWER_LABELS = {"text": "unimodal text", "vision": "unimodal visual", "both": "multimodal"}
+# SAM 3's detr_vpt prompts its DETR fusion encoder on the image side (tokens appended to the image tokens): visual
+TOWER_LABELS = {"text": "unimodal text", "vision": "unimodal visual", "fusion": "unimodal visual", "both": "multimodal"}
 
 
 def config_id(trial: Trial) -> str:

@@ -79,6 +79,29 @@ def colour(name: str) -> str:
     return PALETTE[sum(map(ord, name)) % len(PALETTE)]
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")  # a shape per model too: readable in black and white
+
+
+def _catalog_models() -> list[str]:
+    from ..models import MODELS
+
+    return MODELS.in_order()
+
+
+def model_order(names: Sequence[str]) -> list[str]:
+    """Models in catalog order (clipseg, cris, sam3, ...), then any other name alphabetically: in every figure,
+    table and sentence."""
+    known = _catalog_models()
+    return sorted(set(names), key=lambda m: (0, known.index(m), m) if m in known else (1, 0, m))
+
+
+def model_style(name: str) -> tuple[str, str]:
+    """(colour, marker) of a model, the same in every figure of every study (catalog order), others by hash."""
+    known = _catalog_models()
+    i = known.index(name) if name in known else sum(map(ord, name))
+    return PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+
+
 def groups_colours() -> set[str]:
     """Labels with a fixed colour of their own (strategies); other series take the palette in order."""
     from ..strategies import STRATEGIES
@@ -348,4 +371,58 @@ def learning_curves(panels: list[tuple[str, dict[str, tuple[list, list]]]]) -> F
     fig.legend(proxies, list(styles), loc="upper left", bbox_to_anchor=(1.0, 0.98), frameon=False)
     fig.tight_layout()
     caption(fig, CURVE_NOTE)
+    return fig
+
+
+Points = dict[str, tuple[list[float | None], list[float | None], list[int | None]]]  # model: (ys, half-widths, n)
+
+
+def model_points(
+    panels: list[tuple[str, list[str], Points]], ylabel: str, title: str, note: str = "", max_cols: int = 3
+) -> Figure:
+    """One axis per panel (title, categories, {model: (means, 95 % half-widths, seeds)}): the categories (strategies)
+    on a categorical axis, one dodged point per model with its error bar, a colour and marker per model, one legend
+    outside, y from 0 for Dice and IoU."""
+    import numpy as np
+
+    plt = _plt()
+    n = max(len(panels), 1)
+    cols = min(n, max_cols)
+    rows = (n + cols - 1) // cols
+    widest = max((len(cats) for _, cats, _ in panels), default=1)
+    fig, axes = plt.subplots(rows, cols, figsize=((0.55 * widest + 1.6) * cols + 1.6, 3.1 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    names = model_order([m for _, _, pts in panels for m in pts])
+    handles: dict[str, object] = {}
+    for ax, (sub, cats, pts) in zip(axes.flat, panels):
+        top = 0.0
+        step = min(0.8 / max(len(names), 1), 0.22)
+        for i, m in enumerate(names):
+            if m not in pts:
+                continue
+            ys, es, _ = pts[m]
+            ys_a = np.array([np.nan if y is None else y for y in ys], float)
+            err = np.array([0.0 if e is None else e for e in es], float)
+            xs = np.arange(len(cats)) + (i - (len(names) - 1) / 2) * step
+            c, mk = model_style(m)
+            h = ax.errorbar(xs, ys_a, yerr=err, fmt=mk, capsize=3, color=c, ms=5, label=m, elinewidth=1)
+            handles.setdefault(m, h)
+            if np.isfinite(ys_a).any():
+                top = max(top, float(np.nanmax(ys_a + err)))
+        labels = [short(c) for c in cats]
+        wide = max(map(len, labels), default=0) > 6
+        ax.set_xticks(range(len(cats)), labels, rotation=25 if wide else 0, ha="right" if wide else "center")
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+        ax.set_title(_wrap(sub, fig, 30 / cols))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        _metric_axis(ax, ylabel, top)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), title="model", loc="upper left", bbox_to_anchor=(1.0, 0.98),
+                   frameon=False)  # fmt: skip
+    fig.suptitle(_wrap(title, fig, 14), fontsize="medium")
+    fig.tight_layout()
+    if note:
+        caption(fig, note)
     return fig

@@ -94,9 +94,10 @@ SELECTION = (
     "The best configuration of each (model, dataset, strategy) cell is chosen on the validation objective (mean over "
     "seeds) and reported on test: mean and 95 % t-interval over the seeds of that one configuration (a "
     "configuration is every parameter and train setting; seeds are its only replicates). Comparisons are paired "
-    "over datasets and seeds (paired t; the depth trend: a slope per dataset and seed, tested over them; medical vs "
-    'natural compares different datasets: Welch t) and say "no clear difference" when their 95 % interval '
-    "includes 0."
+    "over datasets and seeds (paired t; strategies within each model; models on the (dataset, strategy) cells they "
+    "share, paired over dataset, strategy and seed; the depth trend: a slope per dataset and seed, tested over them; "
+    'medical vs natural compares different datasets: Welch t) and say "no clear difference" when their 95 % '
+    "interval includes 0."
 )
 
 
@@ -111,6 +112,30 @@ def baselines_note(result: AnalysisResult) -> str:
     return ("Baselines: " + "; ".join(f"{s} = {label(s)}" for s in names) + ".") if names else ""
 
 
+MODELS_NOTE = (
+    "The image and text encoders of each model of this study, from the model catalog and the architecture record "
+    'each model is built from; "prompts enter": where prompt tokens can go in that model.'
+)
+
+
+def models_scope(result: AnalysisResult) -> str:
+    """The study's models and their encoders in one sentence (the report's scope), or "" with no trials."""
+    from .encoders import short
+    from .plots import model_order
+
+    names = model_order(list(result.models))
+    if not names:
+        return ""
+    return f"Model{'s' if len(names) != 1 else ''} ({len(names)}): " + "; ".join(short(m) for m in names) + "."
+
+
+def models_table(result: AnalysisResult) -> pl.DataFrame:
+    """The study's models with their encoders (an empty table before any trial is listed)."""
+    from .encoders import models_table as table
+
+    return table(result.models)
+
+
 def summary_markdown(result: AnalysisResult, study: Path) -> str:
     states = ", ".join(f"{n} {s}" for s, n in result.states.items())
     out = [f"# Analysis of `{study.name}`", ""]
@@ -121,6 +146,11 @@ def summary_markdown(result: AnalysisResult, study: Path) -> str:
         f"({result.mode}). {SELECTION}",
         "",
         *([baselines_note(result), ""] if baselines_note(result) else []),
+        *([models_scope(result), ""] if result.models else []),
+    ]
+    if result.models:
+        out += ["## Models: image and text encoders", "", MODELS_NOTE, "", markdown_table(models_table(result)), ""]
+    out += [
         "## Takeaways",
         "",
     ]
@@ -233,11 +263,17 @@ def report_html(result: AnalysisResult, study: Path) -> str:
         f"<code>{html.escape(str(study))}</code>.</p>",
         f"<p class='note'>{html.escape(SELECTION)} Click a column header to sort.</p>",
         f"<p class='note' id='baselines'>{html.escape(note)}</p>" if (note := baselines_note(result)) else "",
+        f"<p id='scope-models'>{html.escape(scope)}</p>" if (scope := models_scope(result)) else "",
         "<nav>"
+        + ("<a href='#models'>encoders</a>" if result.models else "")
         + "".join(f"<a href='#t-{html.escape(t.spec.name)}'>{html.escape(t.spec.name)}</a>" for t in result.takeaways)
         + ("<a href='#curves'>learning curves</a>" if result.curves_plot is not None else "")
         + "<a href='#masks'>masks</a><a href='#best'>best per cell</a><a href='#grouped'>grouped</a></nav>",
     ]
+    if result.models:
+        parts.append("<h2 id='models'>Models: image and text encoders</h2>")
+        parts.append(f"<p class='note'>{html.escape(MODELS_NOTE)}</p>")
+        parts.append(html_table(models_table(result)))
     for t in result.takeaways:
         parts.append(f"<h2 id='t-{html.escape(t.spec.name)}'>{html.escape(t.spec.title)}</h2>")
         if t.skipped:

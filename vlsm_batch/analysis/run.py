@@ -52,6 +52,7 @@ class AnalysisResult:
     curves_plot: Path | None = None
     curves_left_out: list[str] = field(default_factory=list)
     masks_plot: Path | None = None  # overlay grid of the best trials' predictions (``vlsm-batch predict``)
+    models: dict[str, list[str]] = field(default_factory=dict)  # model -> strategies of its trials (any state)
 
     def notes(self) -> list[str]:
         """What a reader must know before the numbers (mixed spec versions, no replicates)."""
@@ -133,6 +134,9 @@ def analyze(
     result = AnalysisResult(table, objective, [], df.height, n_done, mode, by, states, best_table, results, failures)
     result.cache = cache
     result.timings = timings
+    if df.height and {"model", "strategy"} <= set(df.columns):
+        per_model = df.group_by("model").agg(pl.col("strategy").unique().sort())
+        result.models = {str(m): [str(s) for s in st] for m, st in per_model.iter_rows()}
     if "spec_version" in df.columns and df.height:
         versions = df.filter(pl.col("spec_version").is_not_null()).group_by("spec_version").len().sort("spec_version")
         result.spec_versions = {str(v): int(n) for v, n in versions.iter_rows()}

@@ -9,7 +9,12 @@ no training runs. Planted truth (Dice, before noise):
 - ``prompt_depth`` adds ``DEPTH_GAIN`` per layer for strategies that prompt the vision tower, nothing for text;
 - ``lr`` matters (a parabola in log10(lr) peaking at 1e-3); ``weight_decay`` does not matter at all;
 - ``learnable_upsampler: true`` adds ``UPSAMPLER_GAIN``;
-- seeds add small noise; val and test carry independent noise.
+- seeds add small noise; val and test carry independent noise;
+- per model an offset (``MODEL_OFFSET``: SAM 3 above CLIPSeg and CRIS, which tie); ``detr_vpt`` (SAM 3's prompts in
+  its DETR fusion encoder) gains with depth like the visual strategies;
+- a model gets only the strategies the catalogs let it run (no ``vpt`` or ``maple`` on CRIS or SAM 3, no
+  ``detr_vpt`` on CLIPSeg or CRIS), and the k-th configuration of a (dataset, strategy) has the same parameters
+  on every model (as a grid or a Sobol sample gives), so models differ by their planted offset and noise only.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ UPSAMPLER_GAIN = 0.03
 LR_CURVATURE = 0.08
 BASE = {"kvasir_polyp": 0.60, "isic": 0.66, "busi": 0.52, "voc2012": 0.68, "cityscapes": 0.66}
 OFFSET_MEDICAL = {"vpt": 0.06, "maple": 0.03, "shared_attn": 0.02, "coop": -0.10, "finetune": 0.08, "zero_shot": -0.4,
-                  "decoder_finetune": 0.05}  # fmt: skip
+                  "decoder_finetune": 0.05, "detr_vpt": 0.05}  # fmt: skip
 OFFSET_NATURAL = {"vpt": 0.02, "maple": 0.06, "shared_attn": 0.03, "coop": 0.00, "finetune": 0.04, "zero_shot": -0.2,
-                  "decoder_finetune": 0.01}  # fmt: skip
+                  "decoder_finetune": 0.01, "detr_vpt": 0.03}  # fmt: skip
+MODEL_OFFSET = {"clipseg": 0.0, "cris": 0.0, "sam3": 0.05}  # added to every strategy of the model
 FINETUNES = ("finetune", "decoder_finetune")  # baselines with lr and weight decay only, two configurations each
-VISION = {s for s in STRATEGIES if "vision" in STRATEGIES.get(s).towers}  # strategies with visual prompts
+# strategies with image-side prompts: in a ViT (vpt, maple, ...) or in SAM 3's DETR fusion encoder (detr_vpt)
+VISION = {s for s in STRATEGIES if STRATEGIES.get(s).towers & {"vision", "fusion"}}
 TRAIN = {"max_epochs": 20, "batch_size": 16}
 OBJECTIVE = {"metric": "val/dice", "mode": "max"}
 
@@ -60,16 +67,29 @@ def _params(strategy: str, rng: random.Random) -> dict[str, Any]:
     p["prompt_depth"] = rng.randint(1, 6)
     p["num_context"] = 4
     p["learnable_upsampler"] = rng.random() < 0.5
-    if strategy in ("coop", "maple"):
+    if strategy in ("coop", "cocoop", "maple"):
         p["context_init"] = rng.choice(["a photo of a", None])
     if strategy == "maple":
         p["intermediate_dim"] = rng.choice([32, 64, 96, 128])
     return p
 
 
-def true_dice(dataset: str, strategy: str, p: dict[str, Any]) -> float:
+def runs_on(model: str, strategy: str) -> bool:
+    """Whether the catalogs let ``strategy`` run on ``model`` (names either catalog does not know: yes)."""
+    from ..models import MODELS
+    from ..strategies import refusal
+
+    if model not in MODELS or strategy not in STRATEGIES:
+        return True
+    return refusal(STRATEGIES.get(strategy), MODELS.get(model)) is None
+
+
+def true_dice(
+    dataset: str, strategy: str, p: dict[str, Any], model: str = "clipseg", model_offset: dict[str, float] | None = None
+) -> float:
     medical = dataset not in ("voc2012", "cityscapes")
     y = BASE.get(dataset, 0.7) + (OFFSET_MEDICAL if medical else OFFSET_NATURAL).get(strategy, 0.0)
+    y += (MODEL_OFFSET if model_offset is None else model_offset).get(model, 0.0)
     if "lr" in p:
         y -= LR_CURVATURE * (math.log10(p["lr"]) + 3) ** 2
     if strategy in VISION:
@@ -102,6 +122,7 @@ def write_study(
     datasets: tuple[str, ...] = ("kvasir_polyp", "isic", "voc2012"),
     strategies: tuple[str, ...] = ("coop", "vpt", "maple", "zero_shot", "decoder_finetune", "finetune"),
     models: tuple[str, ...] = ("clipseg",),
+    model_offset: dict[str, float] | None = None,
     configs: int = 12,
     seeds: tuple[int, ...] = (0, 1),
     noise: float = 0.004,
@@ -116,6 +137,9 @@ def write_study(
 ) -> Synthetic:
     """Write the study folder under ``root``; ``missing_cells`` are (model, dataset, strategy) that all failed.
 
+    ``models`` may be any catalog names (``("clipseg", "cris", "sam3")``): each runs the ``strategies`` it can;
+    ``model_offset`` replaces ``MODEL_OFFSET`` (the planted Dice offset of each model).
+
     ``history`` also writes a history.csv per finished trial (learning curves); ``train`` replaces the train
     settings (a resubmission with other ``max_epochs`` is a second call with ``trap=False`` into the same root).
     """
@@ -126,12 +150,17 @@ def write_study(
     tdir = out.root / "trials"
     tdir.mkdir(parents=True, exist_ok=True)
     lines = []
+    drawn: dict[tuple[str, str, int], dict[str, Any]] = {}  # the k-th configuration, shared by every model
     for model in models:
         for dataset in datasets:
             for strategy in strategies:
+                if not runs_on(model, strategy):
+                    continue
                 n_cfg = 1 if strategy == "zero_shot" else (2 if strategy in FINETUNES else configs)
                 for k in range(n_cfg):
-                    p = _params(strategy, rng)
+                    if (dataset, strategy, k) not in drawn:  # drawn once: one model's stream is unchanged
+                        drawn[dataset, strategy, k] = _params(strategy, rng)
+                    p = drawn[dataset, strategy, k]
                     for seed in seeds:
                         t = Trial(model, dataset, strategy, seed, p, train, OBJECTIVE, sample_index=k).with_id()
                         out.trials.append(t)
@@ -139,7 +168,7 @@ def write_study(
                         d = tdir / t.trial_id
                         d.mkdir(exist_ok=True)
                         _write(d / "config.json", {**t.manifest_record(), "study": "synthetic"})
-                        y = true_dice(dataset, strategy, p)
+                        y = true_dice(dataset, strategy, p, model, model_offset)
                         out.truth[t.trial_id] = y
                         u = rng.random()
                         if (model, dataset, strategy) in missing_cells or u < failed:

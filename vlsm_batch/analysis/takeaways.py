@@ -4,7 +4,7 @@ Built-in takeaways live in ``vlsm_batch/analysis/builtin_takeaways/*.yaml``; ``a
 folders of your own (a file with the same ``name`` replaces the built-in one). A file looks like::
 
     name: depth                 # letters, digits, _ and -: names the output files
-    kind: trend                 # trend | matrix | domain | towers | importance | effect
+    kind: trend                 # trend | matrix | domain | towers | importance | effect | models
     title: Score vs prompt depth
     order: 10                   # position in the report (default 100)
     metric: test/dice           # what is reported (default test/dice); selection is always on validation
@@ -345,34 +345,15 @@ def trend(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     return Takeaway(spec, sentence, facts, table, fig)
 
 
-def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
-    """Strategy × dataset table of the best configuration's test score, with the baselines as rows."""
+def _best_prompt_tuning(ctx: Context, b: pl.DataFrame, spec: TakeawaySpec) -> tuple[dict[str, Any], str]:
+    """The facts and sentence of ``matrix`` over the best-configuration rows ``b`` (one model's, or a study's with
+    one model): the prompt tuning with the highest mean, named the best only when it is clearly ahead of every other
+    (paired over datasets and seeds), and every baseline against it."""
     import polars as pl
 
-    _need(ctx, spec)
     col = _col(spec)
-    b = ctx.best.filter(pl.col(col).is_not_null())
     datasets = sorted(b["dataset"].unique().to_list())
     models = sorted(b["model"].unique().to_list())
-    rows, labels, values = [], [], []
-    for model in models:
-        for strategy in _strategy_order(b.filter(pl.col("model") == model)["strategy"].to_list()):
-            row: dict[str, Any] = {"model": model, "strategy": strategy}
-            vals = []
-            for ds in datasets:
-                hit = b.filter(
-                    (pl.col("model") == model) & (pl.col("strategy") == strategy) & (pl.col("dataset") == ds)
-                )
-                v = hit[col][0] if hit.height else None
-                row[ds] = v
-                row[f"{ds} ci95"] = (
-                    hit[f"{spec.metric} ci95"][0] if hit.height and f"{spec.metric} ci95" in hit.columns else None
-                )
-                vals.append(v)
-            rows.append(row)
-            labels.append(plots.short(strategy) if len(models) == 1 else f"{model} / {plots.short(strategy)}")
-            values.append(vals)
-    table = pl.DataFrame(rows)
     wins: dict[str, int] = {}
     baselines = [s for s in b["strategy"].unique().to_list() if is_baseline(s)]
     for model in models:
@@ -392,7 +373,7 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     leader = means.sort([col, "strategy"], descending=[True, False])["strategy"][0]  # highest mean over cells
     comparisons = {o: pair_up(scores, leader, o) for o in prompt_names if o != leader}
     clear = [o for o, p in comparisons.items() if p is not None and p.clear and p.effect > 0]
-    unclear = [o for o, p in comparisons.items() if p is not None and not p.clear]
+    unclear = [o for o, p in comparisons.items() if p is None or not p.clear]  # never compared: not beaten
     facts: dict[str, Any] = {
         "metric": spec.metric,
         "wins": dict(ranked),
@@ -425,6 +406,64 @@ def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     facts.setdefault("finetune_vs_leader", None)
     facts.setdefault("zero_shot_vs_leader", None)
     facts.setdefault("zero_shot_gap", None)
+    return facts, sentence
+
+
+def matrix(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Strategy × dataset table of the best configuration's test score, with the baselines as rows (rows named
+    "model / strategy" when the study has several models). Strategies are ranked within each model (its datasets
+    and seeds): models of different strength, running different strategies (CRIS and SAM 3 have no ``vpt``), must
+    not decide which strategy is best; the facts then hold each model's under ``per_model``."""
+    import polars as pl
+
+    _need(ctx, spec)
+    col = _col(spec)
+    b = ctx.best.filter(pl.col(col).is_not_null())
+    datasets = sorted(b["dataset"].unique().to_list())
+    models = plots.model_order(b["model"].unique().to_list())
+    rows, labels, values = [], [], []
+    for model in models:
+        for strategy in _strategy_order(b.filter(pl.col("model") == model)["strategy"].to_list()):
+            row: dict[str, Any] = {"model": model, "strategy": strategy}
+            vals = []
+            for ds in datasets:
+                hit = b.filter(
+                    (pl.col("model") == model) & (pl.col("strategy") == strategy) & (pl.col("dataset") == ds)
+                )
+                v = hit[col][0] if hit.height else None
+                row[ds] = v
+                row[f"{ds} ci95"] = (
+                    hit[f"{spec.metric} ci95"][0] if hit.height and f"{spec.metric} ci95" in hit.columns else None
+                )
+                vals.append(v)
+            rows.append(row)
+            labels.append(plots.short(strategy) if len(models) == 1 else f"{model} / {plots.short(strategy)}")
+            values.append(vals)
+    table = pl.DataFrame(rows)
+    if len(models) == 1:
+        facts, sentence = _best_prompt_tuning(ctx, b, spec)
+    else:  # strategies are compared within each model: its own datasets and seeds, never across models
+        per_model: dict[str, dict[str, Any]] = {}
+        sentences = []
+        for model in models:
+            try:
+                f_m, s_m = _best_prompt_tuning(ctx, b.filter(pl.col("model") == model), spec)
+            except Skip:
+                continue
+            per_model[model] = f_m
+            sentences.append(f"For {model}: {s_m}")
+        if not per_model:
+            raise Skip("no prompt-tuning strategy finished on any dataset")
+        facts = {
+            "metric": spec.metric,
+            "models": list(per_model),
+            "per_model": per_model,
+            "leader": ", ".join(f"{m}: {f['leader']}" for m, f in per_model.items()),
+            "winner": ", ".join(f"{m}: {f['winner'] or 'none'}" for m, f in per_model.items()),
+            "test": "paired t over (dataset, seed) within each model: each pair is one seed of both strategies' best "
+            "configuration",
+        }
+        sentence = ". ".join(sentences)
     fig = plots.heatmap(
         labels,
         datasets,
@@ -450,6 +489,47 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     _need(ctx, spec)
     col = _col(spec)
     b = ctx.best.filter(pl.col(col).is_not_null())
+    models = plots.model_order(b["model"].unique().to_list())
+    if len(models) <= 1:
+        table, facts, sentence = _domain_of(ctx, b, spec)
+        groups = table["strategy"].to_list()
+    else:  # each model on its own: a strategy's domain means and gap are over one model's datasets
+        tables, per_model, sentences = [], {}, []
+        for model in models:
+            try:
+                t_m, f_m, s_m = _domain_of(ctx, b.filter(pl.col("model") == model), spec)
+            except Skip:
+                continue
+            tables.append(t_m.select(pl.lit(model).alias("model"), pl.all()))
+            per_model[model] = f_m
+            sentences.append(f"For {model}: {s_m[0].lower()}{s_m[1:]}")
+        if not tables:
+            raise Skip("no prompt-tuning strategy finished")
+        table = pl.concat(tables, how="diagonal_relaxed")
+        domains = sorted({d for f in per_model.values() for d in f["domains"]}, key=lambda d: (d != "medical", d))
+        table = table.select("model", "strategy", *domains, *[c for c in table.columns if c not in
+                             ("model", "strategy", *domains)])  # fmt: skip
+        facts = {"metric": spec.metric, "domains": domains, "models": list(per_model), "per_model": per_model}
+        sentence = " ".join(sentences)
+        groups = [f"{m} / {plots.short(st)}" for m, st in zip(table["model"], table["strategy"])]
+    domains = facts["domains"]
+    fig = plots.grouped_bars(
+        groups,
+        {dom: table[dom].to_list() for dom in domains},
+        spec.metric,
+        "Medical vs natural datasets",
+        note="Mean over the datasets of each domain of the best configuration per cell; no error bars: datasets "
+        "are not replicates (n per bar, and the Welch interval of each medical − natural gap, in the table).",
+    )
+    return Takeaway(spec, sentence, facts, table, fig)
+
+
+def _domain_of(ctx: Context, b: pl.DataFrame, spec: TakeawaySpec) -> tuple[pl.DataFrame, dict[str, Any], str]:
+    """``domain``'s table, facts and sentence over the best-configuration rows ``b`` (one model's, or a study's
+    with one model)."""
+    import polars as pl
+
+    col = _col(spec)
     domains = sorted(b["domain"].unique().to_list(), key=lambda d: (d != "medical", d))
     strategies = _strategy_order(b["strategy"].to_list())
     prompt = [s for s in strategies if not is_baseline(s)]
@@ -533,21 +613,16 @@ def domain(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     else:
         parts.append(f"this study has only {domains[0]} datasets")
     sentence = "; ".join(parts) + "."
-    sentence = sentence[0].upper() + sentence[1:]
-    series = {dom: table[dom].to_list() for dom in domains}
-    fig = plots.grouped_bars(
-        table["strategy"].to_list(),
-        series,
-        spec.metric,
-        "Medical vs natural datasets",
-        note="Mean over the datasets of each domain of the best configuration per cell; no error bars: datasets "
-        "are not replicates (n per bar, and the Welch interval of each medical − natural gap, in the table).",
-    )
-    return Takeaway(spec, sentence, facts, table, fig)
+    return table, facts, sentence[0].upper() + sentence[1:]
 
 
 def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
-    """Unimodal (text, visual) vs multimodal: the best strategy of each family per dataset (chosen on validation)."""
+    """Unimodal (text, visual) vs multimodal: the best strategy of each family per dataset (chosen on validation).
+
+    Families come from the strategies' prompted towers; SAM 3's ``detr_vpt`` (prompts in its DETR fusion encoder,
+    appended to the image tokens) is image-side, so "unimodal visual". With no multimodal strategy at all (CRIS and
+    SAM 3 take none) the image-side family becomes the reference, so text vs image prompts is still answered.
+    """
     import polars as pl
 
     _need(ctx, spec)
@@ -570,10 +645,20 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         )
     )
     families = [f for f in ("unimodal text", "unimodal visual", "multimodal") if f in fam["towers"].to_list()]
+    asked, lead = ref, ""
+    if ref not in families and ref == "multimodal" and {"unimodal text", "unimodal visual"} <= set(families):
+        # CRIS and SAM 3 take no multimodal prompts: a study of them still asks text vs image-side prompts
+        ref = "unimodal visual"
+        lead = "no multimodal strategy finished, so image-side (visual) prompt tuning is the reference: "
     if ref not in families:
         raise Skip(f"no {ref} strategy finished")
-    table = fam.pivot(on="towers", index=["model", "dataset"], values=col).sort(["model", "dataset"])
-    facts: dict[str, Any] = {"metric": spec.metric, "tolerance": tol, "reference": ref}
+    table = (
+        fam.pivot(on="towers", index=["model", "dataset"], values=col)
+        .sort(["model", "dataset"])
+        .select("model", "dataset", *families)  # text, visual, multimodal: the same order in every study
+    )
+    facts: dict[str, Any] = {"metric": spec.metric, "tolerance": tol, "reference": ref, "reference_asked": asked}
+    where = "datasets" if table["model"].n_unique() == 1 else "(model, dataset) pairs"
     scores = seed_scores(ctx, fam, spec.metric, ("model", "dataset", "towers"))
     parts = []
     for f in families:
@@ -590,12 +675,12 @@ def towers(ctx: Context, spec: TakeawaySpec) -> Takeaway:
         name = {"unimodal visual": "visual prompt tuning", "unimodal text": "textual prompt tuning"}.get(f, f)
         verdict = "no clear difference" if test is None or not test.clear else "a clear difference"
         parts.append(
-            f"{name} is within {tol:g} {spec.metric} of {ref} on {within} of {both.height} datasets ({verdict}: "
+            f"{name} is within {tol:g} {spec.metric} of {ref} on {within} of {both.height} {where} ({verdict}: "
             f"{ref} − {name.split()[0]} {test.text() if test else 'n/a'}, paired over datasets and seeds)"
         )
     if not parts:
         raise Skip("no unimodal strategy finished")
-    sentence = "; ".join(parts) + "."
+    sentence = lead + "; ".join(parts) + "."
     sentence = sentence[0].upper() + sentence[1:]
     groups = [d if table["model"].n_unique() == 1 else f"{m}/{d}" for m, d in zip(table["model"], table["dataset"])]
     errors = None
@@ -765,6 +850,152 @@ def effect(ctx: Context, spec: TakeawaySpec) -> Takeaway:
     return Takeaway(spec, sentence, facts, table, fig)
 
 
+def compare_models(ctx: Context, spec: TakeawaySpec) -> Takeaway:
+    """Model against model, on the cells they share.
+
+    Every (dataset, strategy) cell that finished on two or more models keeps each model's best configuration there
+    (chosen on validation, reported on test, as everywhere). Each pair of models is compared over the cells both
+    ran: a − b paired over (dataset, strategy, seed) units (one seed of both models' best configuration of the same
+    cell makes a pair; paired t), with its 95 % interval and n, and per strategy over (dataset, seed) — baselines
+    too, so zero-shot is compared with zero-shot. A model is named the best only when it is clearly ahead of every
+    other; an interval that includes 0 is "no clear difference". One model: nothing to compare (skipped, said so).
+    ``detail`` picks the per-strategy comparisons the sentence states (baselines, all or none; the table has all).
+    """
+    import itertools
+
+    import polars as pl
+
+    _need(ctx, spec)
+    col = _col(spec)
+    detail = str(spec.options.get("detail", "baselines"))
+    if detail not in ("baselines", "all", "none"):
+        raise Skip(f"detail must be baselines, all or none, not {detail!r}")
+    b = ctx.best.filter(pl.col(col).is_not_null())
+    names = plots.model_order(b["model"].unique().to_list())
+    if len(names) < 2:
+        raise Skip(f"the study has one model ({names[0] if names else 'none finished'}): nothing to compare")
+    shared = b.group_by(["dataset", "strategy"]).agg(pl.col("model").n_unique().alias("_k")).filter(pl.col("_k") >= 2)
+    if shared.height == 0:
+        raise Skip(f"no (dataset, strategy) cell finished on two of the models ({', '.join(names)})")
+    b = b.join(shared.select("dataset", "strategy"), on=["dataset", "strategy"])
+    names = plots.model_order(b["model"].unique().to_list())
+    strategies = _strategy_order(b["strategy"].to_list())
+    scores = seed_scores(ctx, b, spec.metric, ("strategy", "dataset", "model"))  # model last: what pair_up compares
+    by_strategy = {st: {k: v for k, v in scores.items() if k[0] == st} for st in strategies}
+    cells = {m: {(k[0], k[1]) for k in scores if k[2] == m} for m in names}
+    test = "paired t over (dataset, strategy, seed)"
+    rows: list[dict[str, Any]] = []
+    pairs: dict[str, Paired | None] = {}
+    oriented: list[tuple[str, str]] = []
+
+    def row(scope: str, a: str, o: str, p: Paired | None, n_cells: int) -> dict[str, Any]:
+        verdict = (
+            "no pairs" if p is None else (f"{a if p.effect > 0 else o} ahead" if p.clear else "no clear difference")
+        )
+        return {
+            "scope": scope,
+            "model a": a,
+            "model b": o,
+            "a - b": None if p is None else p.effect,
+            "ci95 lo": None if p is None else p.lo,
+            "ci95 hi": None if p is None else p.hi,
+            "n": 0 if p is None else p.n,
+            "cells": n_cells,
+            "p": None if p is None else p.p,
+            "test": test if scope == "all shared cells" else "paired t over (dataset, seed)",
+            "verdict": verdict,
+        }
+
+    for a, o in itertools.combinations(names, 2):  # catalog order, unless the second is clearly ahead
+        p = pair_up(scores, a, o)
+        if p is not None and p.clear and p.effect < 0:
+            a, o = o, a
+            p = pair_up(scores, a, o)
+        oriented.append((a, o))
+        pairs[f"{a} vs {o}"] = p
+        rows.append(row("all shared cells", a, o, p, len(cells[a] & cells[o])))
+    per_strategy: dict[str, dict[str, Paired]] = {}
+    for st in strategies:
+        for a, o in oriented:
+            p = pair_up(by_strategy[st], a, o)
+            if p is None:
+                continue
+            per_strategy.setdefault(st, {})[f"{a} vs {o}"] = p
+            rows.append(row(st, a, o, p, sum(1 for c in cells[a] & cells[o] if c[0] == st)))
+    table = pl.DataFrame(rows, schema_overrides={"a - b": pl.Float64, "ci95 lo": pl.Float64, "ci95 hi": pl.Float64,
+                                                 "p": pl.Float64})  # fmt: skip
+
+    def beats(m: str, other: str) -> bool:
+        p = pairs.get(f"{m} vs {other}") or pairs.get(f"{other} vs {m}")
+        if p is None or not p.clear:
+            return False
+        return (p.effect > 0) == (f"{m} vs {other}" in pairs)
+
+    winner = next((m for m in names if all(beats(m, o) for o in names if o != m)), None)
+    clear = [k for k, p in pairs.items() if p is not None and p.clear]
+    unclear = [k for k, p in pairs.items() if p is None or not p.clear]
+    facts: dict[str, Any] = {
+        "metric": spec.metric,
+        "models": names,
+        "cells": shared.height,
+        "winner": winner,
+        "clear": clear,
+        "unclear": unclear,
+        "pairs": {k: None if p is None else p.__dict__ for k, p in pairs.items()},
+        "per_strategy": {st: {k: p.__dict__ for k, p in ps.items()} for st, ps in per_strategy.items()},
+        "test": "paired t over (dataset, strategy, seed) units: each pair is one seed of both models' best "
+        "configuration of the same cell (per strategy: over (dataset, seed))",
+    }
+    head = (
+        f"Over the {shared.height} (dataset, strategy) cell{'s' if shared.height != 1 else ''} finished on two or "
+        f"more of {', '.join(names)} (paired over dataset, strategy and seed): "
+    )
+    parts = [claim(pairs[f"{a} vs {o}"], a, o, spec.metric) for a, o in oriented]
+    if winner is not None:
+        parts.append(f"{winner} is the best model here, clearly ahead of every other")
+    else:
+        parts.append("no model is clearly ahead of every other")
+    for st in strategies if detail != "none" else []:
+        if (detail == "baselines" and not is_baseline(st)) or st not in per_strategy:
+            continue
+        said = [claim(per_strategy[st][f"{a} vs {o}"], a, o, spec.metric) for a, o in oriented
+                if f"{a} vs {o}" in per_strategy[st]]  # fmt: skip
+        parts.append(f"on {label(st)} [{st}] alone (paired over dataset and seed): " + "; ".join(said))
+    sentence = head + "; ".join(parts) + "."
+    max_panels = int(spec.options.get("max_panels", 6))
+    ci_col = f"{spec.metric} ci95"
+    datasets = sorted(b["dataset"].unique().to_list())
+    panels = []
+    for ds in datasets[:max_panels]:
+        d = b.filter(pl.col("dataset") == ds)
+        cats = _strategy_order(d["strategy"].to_list())
+        pts: plots.Points = {}
+        for m in names:
+            dm = d.filter(pl.col("model") == m)
+            if dm.height == 0:
+                continue
+            ci = dm[ci_col].to_list() if ci_col in dm.columns else [None] * dm.height
+            got = dict(zip(dm["strategy"].to_list(), zip(dm[col].to_list(), ci, dm["n_seeds"].to_list())))
+            pts[m] = (
+                [got.get(c, (None, None, None))[0] for c in cats],
+                [got.get(c, (None, None, None))[1] for c in cats],
+                [got.get(c, (None, None, None))[2] for c in cats],
+            )
+        panels.append((ds, cats, pts))
+    seeds = sorted({int(n) for n in b["n_seeds"].drop_nulls().to_list()})
+    n_text = f"n = {seeds[0]}" if len(seeds) == 1 else f"n = {seeds[0]} to {seeds[-1]}"
+    left = f" First {max_panels} of {len(datasets)} datasets shown." if len(datasets) > max_panels else ""
+    fig = plots.model_points(
+        panels,
+        spec.metric,
+        spec.title,
+        note=f"Best configuration of each model per (dataset, strategy) cell finished on two or more models, chosen "
+        f"on validation, reported on test: mean ± 95 % CI over the n seeds of that configuration ({n_text}; no bar "
+        f"with one seed). The paired model differences, with their 95 % CI and n, are in the table.{left}",
+    )
+    return Takeaway(spec, sentence, facts, table, fig)
+
+
 # name -> (function, required options, optional options)
 KINDS: dict[str, tuple[Callable[[Context, TakeawaySpec], Takeaway], set[str], set[str]]] = {
     "trend": (trend, {"x"}, {"lines", "min_effect", "max_panels", "select"}),
@@ -773,6 +1004,7 @@ KINDS: dict[str, tuple[Callable[[Context, TakeawaySpec], Takeaway], set[str], se
     "towers": (towers, set(), {"reference", "tolerance"}),
     "importance": (importance, set(), {"on", "max_levels", "negligible", "min_configs"}),
     "effect": (effect, {"param"}, {"reference", "select"}),
+    "models": (compare_models, set(), {"detail", "max_panels"}),
 }
 
 
