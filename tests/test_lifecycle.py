@@ -162,10 +162,17 @@ def test_ctrl_c_mid_fit_records_cancelled_and_a_moved_study_resumes_to_the_same_
     spec = _quick_spec(tmp_path, first)
     proc = _cli(["submit", str(spec), "--no-progress"], tmp_path)
     layout = StudyLayout(first)
+    # the epoch's history row is written before its checkpoint (EpochReport): wait for both
     _wait(
-        lambda: layout.trials_dir.exists() and any(_history_epochs(p) >= 1 for p in layout.trials_dir.iterdir()),
+        lambda: (
+            layout.trials_dir.exists()
+            and any(
+                _history_epochs(p) >= 1 and (p / "checkpoints" / "last.ckpt").is_file()
+                for p in layout.trials_dir.iterdir()
+            )
+        ),
         timeout_s=240,
-        what="the first epoch",
+        what="the first epoch and its checkpoint",
     )
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
