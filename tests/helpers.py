@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,12 @@ def sigint_as_in_a_terminal() -> None:
     background job (``cmd &``, as CI runners and nohup start them) inherits SIGINT *ignored*, and Python then never
     installs its KeyboardInterrupt handler; a command typed in a terminal has the default."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m vlsm_batch ARGS`` as a user runs it from ``cwd``, with runs and data under it."""
+    env = {**os.environ, "VLSM_RUNS": str(cwd / "runs"), "VLSM_DATA": str(cwd / "data")}
+    return subprocess.run(
+        [sys.executable, "-m", "vlsm_batch", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip

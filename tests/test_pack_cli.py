@@ -4,14 +4,12 @@ locally and on the real local Slurm, with a requeue in the middle."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import one_trial_spec
+from helpers import one_trial_spec, run_cli
 from test_slurm import slurm  # noqa: F401 - the module-scoped fixture: skip or fail without a controller
 
 from vlsm_batch.layout import StudyLayout
@@ -28,12 +26,7 @@ THREE = """\
 """
 
 
-def _cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLSM_RUNS": str(cwd / "runs"), "VLSM_DATA": str(cwd / "data")}
-    return subprocess.run(
-        [sys.executable, "-m", "vlsm_batch", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
+_cli = run_cli
 
 
 def _quickstart(tmp_path: Path, pack: str, name: str) -> Path:

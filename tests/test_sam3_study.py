@@ -4,24 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLSM_RUNS": str(cwd / "runs"), "VLSM_DATA": str(cwd / "data")}
-    return subprocess.run(
-        [sys.executable, "-m", "vlsm_batch", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
+_cli = run_cli
 
 
 def _spec(tmp_path: Path) -> Path:

@@ -18,7 +18,7 @@ import pickle
 import re
 import struct
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +202,49 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
             lines.append(f"  shape mismatches ({len(shapes)}): {key_listing(shapes)}")
         raise CheckpointMismatchError("\n".join(lines))
     module.load_state_dict(dict(state), strict=True)
+
+
+def load_pretrained(
+    cls: Any,
+    source: str,
+    *,
+    label: str,
+    attention: str,
+    unreachable: str,
+    full: str,
+    missing_note: Callable[[list[str]], str] = lambda missing: "",
+) -> Any:
+    """``cls.from_pretrained(source)`` (a transformers model: hub id or ``save_pretrained`` folder), refused unless
+    every weight came from the files: transformers fills missing ones with random values and only logs it.
+    ``weights_only`` keeps ``.bin`` files from unpickling code; one that needs it is refused with the conversion.
+
+    ``label`` names the model in messages, ``unreachable`` says what to do when nothing loads, ``full`` which
+    checkpoint to name instead of an incomplete one; ``missing_note`` may explain the missing keys."""
+    try:
+        model, info = cls.from_pretrained(
+            source, attn_implementation=attention, output_loading_info=True, weights_only=True
+        )
+    except pickle.UnpicklingError as exc:  # a pytorch_model.bin that holds more than tensors
+        if not needs_unpickling(exc):
+            raise ModelLoadError(
+                f"could not read the {label} weights {source!r} ({exc}): the files are damaged; copy them again"
+            ) from exc
+        binary = Path(source).expanduser() / "pytorch_model.bin"
+        reason = unpickling_reason(exc)
+        message = unsafe_checkpoint_message(binary, reason, target=binary.with_name("model.safetensors"))
+        raise UnsafeCheckpointError(message, reason) from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not load {label} weights from {source!r} ({exc}). {unreachable}") from exc
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing weight(s){missing_note(missing)}: {key_listing(missing)}")
+        if mismatched:
+            problems.append(f"{len(mismatched)} weight(s) of another shape: {key_listing(mismatched)}")
+        raise ModelLoadError(
+            f"{label} weights {source!r} are incomplete, {'; '.join(problems)}. They would start from random "
+            f"values; {full}"
+        )
+    return model

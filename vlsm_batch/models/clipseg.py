@@ -321,55 +321,23 @@ def _random_model(config: CLIPSegConfig) -> CLIPSegForImageSegmentation:
 
 
 def _pretrained_model(source: str) -> CLIPSegForImageSegmentation:
-    """CLIPSeg from a hub id or a ``save_pretrained`` folder, refused unless every weight came from the files.
+    """CLIPSeg from a hub id or a ``save_pretrained`` folder, refused unless every weight came from the files (a
+    plain CLIP checkpoint, without ``decoder.*``, would otherwise train with a random decoder)."""
+    from .checkpoints import load_pretrained
 
-    transformers fills weights the files lack with random values and only logs it: a plain CLIP checkpoint (no
-    ``decoder.*``) would train with a random decoder. ``weights_only`` keeps ``.bin`` files from unpickling code.
-    """
-    import pickle
-    from pathlib import Path
+    def decoder(missing: list[str]) -> str:
+        plain_clip = any(k.startswith("decoder.") for k in missing) and not any(k.startswith("clip.") for k in missing)
+        return " (decoder weights: this looks like a plain CLIP checkpoint)" if plain_clip else ""
 
-    from .checkpoints import UnsafeCheckpointError, key_listing, needs_unpickling, unpickling_reason
-    from .checkpoints import unsafe_checkpoint_message as unsafe
-
-    try:
-        loaded = CLIPSegForImageSegmentation.from_pretrained(
-            source, attn_implementation=_ATTENTION, output_loading_info=True, weights_only=True
-        )
-        # output_loading_info=True returns (model, info); transformers annotates the model alone
-        model, info = cast("tuple[CLIPSegForImageSegmentation, dict[str, Any]]", loaded)
-    except pickle.UnpicklingError as exc:  # a pytorch_model.bin that holds more than tensors
-        if not needs_unpickling(exc):
-            raise ModelLoadError(
-                f"could not read the CLIPSeg weights {source!r} ({exc}): the files are damaged; copy them again"
-            ) from exc
-        binary = Path(source).expanduser() / "pytorch_model.bin"
-        reason = unpickling_reason(exc)
-        raise UnsafeCheckpointError(
-            unsafe(binary, reason, target=binary.with_name("model.safetensors")), reason
-        ) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(
-            f"could not load CLIPSeg weights from {source!r} ({exc}). Pass a local checkpoint folder in the "
-            "spec's `weights:`, or download the model beforehand and set HF_HUB_OFFLINE=1"
-        ) from exc
-    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
-    if missing or mismatched:
-        decoder = (
-            " (decoder weights: this looks like a plain CLIP checkpoint)"
-            if any(k.startswith("decoder.") for k in missing) and not any(k.startswith("clip.") for k in missing)
-            else ""
-        )
-        problems = [f"{len(missing)} missing weight(s){decoder}: {key_listing(missing)}"] if missing else []
-        if mismatched:
-            problems.append(f"{len(mismatched)} weight(s) of another shape: {key_listing(mismatched)}")
-        raise ModelLoadError(
-            f"CLIPSeg weights {source!r} are incomplete, {'; '.join(problems)}. They would start from random "
-            "values; name a full CLIPSeg checkpoint (CLIPSegForImageSegmentation.save_pretrained, e.g. "
-            f"{DEFAULT_WEIGHTS}) in `weights:`"
-        )
-    return model
+    model = load_pretrained(
+        CLIPSegForImageSegmentation, source, label="CLIPSeg", attention=_ATTENTION,
+        unreachable="Pass a local checkpoint folder in the spec's `weights:`, or download the model beforehand and "
+        "set HF_HUB_OFFLINE=1",
+        full="name a full CLIPSeg checkpoint (CLIPSegForImageSegmentation.save_pretrained, e.g. "
+        f"{DEFAULT_WEIGHTS}) in `weights:`",
+        missing_note=decoder,
+    )  # fmt: skip
+    return cast(CLIPSegForImageSegmentation, model)
 
 
 def wrap_clipseg(

@@ -32,9 +32,7 @@ prompt-tuning study's budget), and the parts that feed no semantic mask are froz
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -320,42 +318,18 @@ def _facts(processor: Any, arch: Sam3Arch) -> tuple[int, tuple[float, ...], tupl
 
 
 def _pretrained_model(source: str) -> Sam3Model:
-    """SAM 3 from a hub id or a ``save_pretrained`` folder, refused unless every weight came from the files
-    (transformers fills missing ones with random values and only logs it); ``weights_only`` keeps ``.bin`` files
-    from unpickling code. The hub repository is gated: log in (``hf auth login``) after accepting the licence."""
-    from .checkpoints import UnsafeCheckpointError, key_listing, needs_unpickling, unpickling_reason
-    from .checkpoints import unsafe_checkpoint_message as unsafe
+    """SAM 3 from a hub id or a ``save_pretrained`` folder, refused unless every weight came from the files. The
+    hub repository is gated: log in (``hf auth login``) after accepting the licence."""
+    from .checkpoints import load_pretrained
 
-    try:
-        loaded = Sam3Model.from_pretrained(
-            source, attn_implementation=_ATTENTION, output_loading_info=True, weights_only=True
-        )
-        model, info = cast("tuple[Sam3Model, dict[str, Any]]", loaded)
-    except pickle.UnpicklingError as exc:
-        if not needs_unpickling(exc):
-            raise ModelLoadError(f"could not read the SAM 3 weights {source!r} ({exc}): copy them again") from exc
-        binary = Path(source).expanduser() / "pytorch_model.bin"
-        reason = unpickling_reason(exc)
-        raise UnsafeCheckpointError(
-            unsafe(binary, reason, target=binary.with_name("model.safetensors")), reason
-        ) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(
-            f"could not load SAM 3 weights from {source!r} ({exc}). facebook/sam3 is gated: accept its licence on "
-            "the Hugging Face hub, log in (`hf auth login`) and download it once (`hf download facebook/sam3 "
-            "--local-dir DIR`), then set `weights: {sam3: DIR}` in the spec (or HF_HUB_OFFLINE=1 with the cache)"
-        ) from exc
-    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
-    if missing or mismatched:
-        problems = [f"{len(missing)} missing weight(s): {key_listing(missing)}"] if missing else []
-        if mismatched:
-            problems.append(f"{len(mismatched)} weight(s) of another shape: {key_listing(mismatched)}")
-        raise ModelLoadError(
-            f"SAM 3 weights {source!r} are incomplete, {'; '.join(problems)}. They would start from random values; "
-            f"name a full SAM 3 checkpoint ({DEFAULT_WEIGHTS} or Sam3Model.save_pretrained) in `weights:`"
-        )
-    return model
+    model = load_pretrained(
+        Sam3Model, source, label="SAM 3", attention=_ATTENTION,
+        unreachable="facebook/sam3 is gated: accept its licence on the Hugging Face hub, log in (`hf auth login`) "
+        "and download it once (`hf download facebook/sam3 --local-dir DIR`), then set `weights: {sam3: DIR}` in the "
+        "spec (or HF_HUB_OFFLINE=1 with the cache)",
+        full=f"name a full SAM 3 checkpoint ({DEFAULT_WEIGHTS} or Sam3Model.save_pretrained) in `weights:`",
+    )  # fmt: skip
+    return cast(Sam3Model, model)
 
 
 def build_sam3(
