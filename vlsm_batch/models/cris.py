@@ -244,12 +244,7 @@ class CRISPromptedSegmenter(PromptedSegmenter):
             prompts = learner(feats[2].float().mean(dim=(2, 3)))
         else:
             prompts = learner()
-        words, pad, state = self.cris.encode_text(input_ids, attention_mask, prompts.text)
-        coarse, fq = self.cris.decode(feats, words, pad, state)
-        logits = F.interpolate(coarse, size=pixel_values.shape[-2:], mode="bicubic", align_corners=True)
-        if self.head is not None:
-            logits = self.head(fq, logits)
-        return logits
+        return self.logits_from_shared(feats, prompts, pixel_values, input_ids, attention_mask)
 
     def describe_prompts(self) -> list[str]:
         lines = super().describe_prompts()
